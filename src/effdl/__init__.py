@@ -1,0 +1,67 @@
+"""effdl: efficient deep learning on PyTorch — measure, prune, quantize, factorize, distill, analyse.
+
+The top level re-exports the curated public API. Importing it stays light: plotting and export libraries are
+imported only when a function that needs them is called.
+
+Example:
+    >>> import effdl
+    >>> model = effdl.create_model("cnn1d")
+    >>> effdl.profile(model, effdl.get_dataset("mnist1d").example_inputs(), latency=False).params
+    23402
+"""
+
+from effdl._version import __version__
+from effdl.core import (
+    CheckpointError,
+    Config,
+    ConfigError,
+    DatasetNotFoundError,
+    EffdlError,
+    ModelSummary,
+    Report,
+    ShapeError,
+    UnknownNameError,
+    UnsafeCheckpointError,
+    UnsupportedError,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+from effdl.data import DatasetSplits, get_dataset, list_datasets
+from effdl.measure import Profile, count_macs, measure_latency, profile
+from effdl.models import create_model, list_models, load_model, save_model
+from effdl.train import Callback, TrainConfig, Trainer, evaluate, train
+
+__all__ = [
+    "Callback",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DatasetNotFoundError",
+    "DatasetSplits",
+    "EffdlError",
+    "ModelSummary",
+    "Profile",
+    "Report",
+    "ShapeError",
+    "TrainConfig",
+    "Trainer",
+    "UnknownNameError",
+    "UnsafeCheckpointError",
+    "UnsupportedError",
+    "__version__",
+    "count_macs",
+    "create_model",
+    "evaluate",
+    "get_dataset",
+    "list_datasets",
+    "list_models",
+    "load_checkpoint",
+    "load_model",
+    "measure_latency",
+    "profile",
+    "save_checkpoint",
+    "save_model",
+    "seed_everything",
+    "train",
+]

@@ -1,0 +1,66 @@
+"""Argument helpers shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from effdl.core.errors import ConfigError
+
+__all__ = ["add_data_args", "add_measure_args", "parse_options", "parse_shape"]
+
+
+def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """Turns ``["channels=[16, 16]", "batch_norm=false"]`` into a dict, values parsed as YAML.
+
+    Example:
+        >>> parse_options(["channels=[16, 16]", "batch_norm=false"], "--model-opt")
+        {'channels': [16, 16], 'batch_norm': False}
+    """
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}; e.g. {flag} channels=[16,16]")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,40"`` -> ``(1, 40)``.
+
+    Example:
+        >>> parse_shape("3, 32, 32")
+        (3, 32, 32)
+    """
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise ConfigError(f"--input-shape takes positive integers like 1,40 or 3,32,32 (no batch), got {text!r}")
+    return shape
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--data`` and ``--data-root``."""
+    parser.add_argument(
+        "--data",
+        default=default,
+        help="dataset name (see `effdl datasets`)" + (f"; default {default}" if default else ""),
+    )
+    parser.add_argument("--data-root", default=None, help="folder of the dataset files (mnist, fashion-mnist, cifar10)")
+
+
+def add_measure_args(parser: argparse.ArgumentParser) -> None:
+    """Latency measurement options."""
+    parser.add_argument("--batch-size", type=int, default=1, help="batch size of the latency measurement (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: all)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for get_dataset from the parsed flags."""
+    return {"root": args.data_root} if args.data_root else {}

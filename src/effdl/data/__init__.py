@@ -1,0 +1,33 @@
+"""Embedded datasets (MNIST-1D, digits) and local-file loaders (MNIST, Fashion-MNIST, CIFAR-10) behind a registry.
+
+Example:
+    >>> from effdl.data import get_dataset
+    >>> get_dataset("mnist1d").describe()
+    'mnist1d: 4000 train / 1000 test examples of shape (1, 40), 10 classes'
+"""
+
+from effdl.data import cifar, digits, mnist, mnist1d  # noqa: F401  (registers the loaders)
+from effdl.data.base import DATASETS, DatasetSplits, cache_dir, get_dataset, list_datasets
+from effdl.data.cifar import load_cifar10
+from effdl.data.digits import load_digits
+from effdl.data.loaders import EpochSampler, calibration_subset, make_loader, split_validation
+from effdl.data.mnist import load_fashion_mnist, load_mnist, read_idx
+from effdl.data.mnist1d import load_mnist1d
+
+__all__ = [
+    "DATASETS",
+    "DatasetSplits",
+    "EpochSampler",
+    "cache_dir",
+    "calibration_subset",
+    "get_dataset",
+    "list_datasets",
+    "load_cifar10",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_mnist1d",
+    "make_loader",
+    "read_idx",
+    "split_validation",
+]

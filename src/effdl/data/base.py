@@ -1,0 +1,108 @@
+"""The dataset container every loader returns, the dataset registry, and ``get_dataset``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+from effdl.core.registry import Registry
+
+__all__ = ["DATASETS", "DatasetSplits", "cache_dir", "get_dataset", "list_datasets"]
+
+log = logging.getLogger(__name__)
+
+DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
+
+
+@dataclasses.dataclass
+class DatasetSplits:
+    """A classification dataset held in memory as tensors.
+
+    Attributes:
+        name: registry name of the dataset.
+        train: training split; inputs are float32 of shape ``(N, *input_shape)``, labels int64.
+        test: test split, same layout.
+        input_shape: shape of one example without the batch dimension, e.g. ``(1, 40)`` or ``(3, 32, 32)``.
+        num_classes: number of classes.
+
+    Example:
+        >>> x = torch.zeros(4, 1, 3); y = torch.tensor([0, 1, 0, 1])
+        >>> d = DatasetSplits("toy", TensorDataset(x, y), TensorDataset(x, y), (1, 3), 2)
+        >>> d.describe()
+        'toy: 4 train / 4 test examples of shape (1, 3), 2 classes'
+    """
+
+    name: str
+    train: TensorDataset
+    test: TensorDataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def describe(self) -> str:
+        """One line: sizes, example shape, classes."""
+        return (
+            f"{self.name}: {len(self.train)} train / {len(self.test)} test examples of shape "
+            f"{tuple(self.input_shape)}, {self.num_classes} classes"
+        )
+
+    def example_inputs(self, batch_size: int = 1) -> torch.Tensor:
+        """The first ``batch_size`` test inputs, e.g. for profiling or tracing.
+
+        Example:
+            >>> x = torch.arange(6.).view(2, 1, 3); y = torch.tensor([0, 1])
+            >>> DatasetSplits("toy", TensorDataset(x, y), TensorDataset(x, y), (1, 3), 2).example_inputs().shape
+            torch.Size([1, 1, 3])
+        """
+        x = self.test.tensors[0]
+        reps = -(-batch_size // len(x))
+        return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].clone()
+
+
+def cache_dir() -> Path:
+    """Where generated datasets are cached: ``$EFFDL_CACHE`` or ``~/.cache/effdl``.
+
+    Example:
+        >>> isinstance(cache_dir(), Path)
+        True
+    """
+    root = os.environ.get("EFFDL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effdl"
+    return Path(root)
+
+
+def get_dataset(name: str, **kwargs) -> DatasetSplits:
+    """Loads a registered dataset by name; keyword arguments go to its loader (e.g. ``root=`` for file-backed ones).
+
+    Example:
+        >>> d = get_dataset("digits")
+        >>> d.input_shape, d.num_classes
+        ((1, 8, 8), 10)
+        >>> get_dataset("imagenet")
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.UnknownNameError: unknown dataset 'imagenet'; valid datasets: cifar10, digits, ...
+    """
+    loader = DATASETS.get(name, allow_callable=False)
+    return loader(**kwargs)
+
+
+def list_datasets() -> list[dict[str, object]]:
+    """Name, description and metadata of every registered dataset.
+
+    Example:
+        >>> [d["name"] for d in list_datasets()][:2]
+        ['cifar10', 'digits']
+    """
+    return [{"name": e.name, "description": e.description, **e.meta} for e in DATASETS.entries()]
+
+
+def to_tensors(x, y, input_shape: tuple[int, ...]) -> TensorDataset:
+    """Builds a TensorDataset of float32 inputs reshaped to ``(N, *input_shape)`` and int64 labels."""
+    xt = torch.as_tensor(x, dtype=torch.float32).reshape(-1, *input_shape).contiguous()
+    yt = torch.as_tensor(y, dtype=torch.int64).reshape(-1)
+    return TensorDataset(xt, yt)

@@ -1,0 +1,30 @@
+"""Measurement: parameters, MACs, serialized size, peak memory and CPU latency, per layer and in total.
+
+Example:
+    >>> import torch
+    >>> from effdl.measure import count_macs
+    >>> count_macs(torch.nn.Linear(40, 10), torch.zeros(1, 40))
+    400
+"""
+
+from effdl.measure.latency import LatencyStats, measure_latency, num_threads
+from effdl.measure.macs import count_macs, module_macs
+from effdl.measure.memory import MemoryStats, peak_forward_memory
+from effdl.measure.profile import LayerProfile, Profile, profile
+from effdl.measure.size import count_nonzero_params, count_params, serialized_size
+
+__all__ = [
+    "LatencyStats",
+    "LayerProfile",
+    "MemoryStats",
+    "Profile",
+    "count_macs",
+    "count_nonzero_params",
+    "count_params",
+    "measure_latency",
+    "module_macs",
+    "num_threads",
+    "peak_forward_memory",
+    "profile",
+    "serialized_size",
+]

@@ -1,0 +1,93 @@
+"""Saving and loading whole models: weights plus the spec that rebuilds the architecture."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from effdl.core.checkpoint import load_checkpoint, save_checkpoint
+from effdl.core.errors import CheckpointError
+from effdl.models.base import create_model, model_spec
+
+__all__ = ["load_model", "save_model"]
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
+    """Saves ``model``'s state_dict and build spec (if made by ``create_model``) to a safetensors file, atomically.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from effdl.models import create_model
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> m = create_model("test_mlp")
+        >>> _ = save_model(m, p)
+        >>> m2 = load_model(p)
+        >>> x = torch.randn(2, 1, 40); bool((m(x) == m2(x)).all())
+        True
+    """
+    return save_checkpoint(path, model.state_dict(), {"kind": "model", "model": model_spec(model), **(meta or {})})
+
+
+def load_model(
+    path: str | os.PathLike, *, model: nn.Module | str | None = None, trust_pickle: bool = False
+) -> nn.Module:
+    """Loads a model from a checkpoint, rebuilding its architecture from the saved spec.
+
+    Args:
+        path: a file written by :func:`save_model` or a training run, or a plain state_dict file.
+        model: a module to load the weights into, or a registered model name; needed when the checkpoint has no
+            spec (e.g. a state_dict from elsewhere).
+        trust_pickle: accept a ``torch.save`` pickle (loaded tensors-only).
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, no way to rebuild the model, or weights that do not fit it.
+    """
+    tensors, meta = load_checkpoint(path, trust_pickle=trust_pickle)
+    spec = meta.get("model")
+    if isinstance(model, nn.Module):
+        target = model
+    elif isinstance(model, str):
+        same = bool(spec) and spec.get("name") == model.lower()
+        target = create_model(model, **(_build_args(spec) if same else {}))
+    elif spec:
+        target = create_model(spec["name"], **_build_args(spec))
+    else:
+        raise CheckpointError(
+            f"{path} holds weights but no model spec; pass model=NAME or a module (CLI: --model NAME) to load it"
+        )
+    _load_state(target, tensors, path)
+    return target.eval()
+
+
+def _build_args(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"input_shape": spec["input_shape"], "num_classes": spec["num_classes"], **spec.get("kwargs", {})}
+
+
+def _load_state(model: nn.Module, tensors: dict, path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = [
+        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in tensors and tensors[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if wrong:
+            parts.append(f"shape mismatch {'; '.join(wrong[:5])}")
+        raise CheckpointError(
+            f"{path} does not fit the model ({'; '.join(parts)}); check that --model and its options match the "
+            "checkpoint"
+        )
+    model.load_state_dict(tensors, strict=True)

@@ -1,0 +1,35 @@
+"""One small training loop with callbacks, resumable checkpoints and torchrun data parallelism.
+
+Example:
+    >>> from effdl.train import TrainConfig
+    >>> TrainConfig(epochs=3).epochs
+    3
+"""
+
+from effdl.train.callbacks import Callback, CSVLogger, TensorBoardLogger
+from effdl.train.config import TrainConfig
+from effdl.train.distributed import DistContext
+from effdl.train.evaluate import evaluate
+from effdl.train.loop import Trainer, TrainResult
+from effdl.train.optim import build_optimizer, build_scheduler
+from effdl.train.run import TrainOutcome, default_train_config, summarize, train
+from effdl.train.state import load_train_state, save_train_state
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "DistContext",
+    "TensorBoardLogger",
+    "TrainConfig",
+    "TrainOutcome",
+    "TrainResult",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "default_train_config",
+    "evaluate",
+    "load_train_state",
+    "save_train_state",
+    "summarize",
+    "train",
+]

@@ -1,0 +1,149 @@
+"""Training-loop callbacks: the hooks every training-time technique plugs into, and the metric loggers."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from effdl.train.loop import Trainer
+
+__all__ = ["CSVLogger", "Callback", "TensorBoardLogger"]
+
+
+class Callback:
+    """Base class with no-op hooks; subclass and override the ones you need.
+
+    Fine-tuning tricks (distillation, pruning masks, dynamic sparsity, QAT) are callbacks, so they all share one
+    loop. A callback with state returns it from :meth:`state_dict` (JSON-able values and tensors) so that a resumed
+    run continues exactly.
+
+    Example:
+        >>> class CountSteps(Callback):
+        ...     def __init__(self):
+        ...         self.steps = 0
+        ...     def on_batch_end(self, trainer, batch, loss):
+        ...         self.steps += 1
+        ...     def state_dict(self):
+        ...         return {"steps": self.steps}
+        ...     def load_state_dict(self, state):
+        ...         self.steps = state["steps"]
+        >>> CountSteps().state_dict()
+        {'steps': 0}
+    """
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first epoch (also after resuming)."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        """At the start of each epoch."""
+
+    def on_batch_start(self, trainer: Trainer, batch: tuple[torch.Tensor, ...]) -> None:
+        """Before the forward pass of each step."""
+
+    def on_loss(
+        self, trainer: Trainer, batch: tuple[torch.Tensor, ...], outputs: torch.Tensor, loss: torch.Tensor
+    ) -> torch.Tensor:
+        """May replace the loss (e.g. add a distillation term); returns the loss to back-propagate."""
+        return loss
+
+    def on_after_backward(self, trainer: Trainer) -> None:
+        """After ``loss.backward()``, before clipping and the optimizer step (e.g. mask gradients)."""
+
+    def on_batch_end(self, trainer: Trainer, batch: tuple[torch.Tensor, ...], loss: float) -> None:
+        """After the optimizer and scheduler steps (e.g. re-apply masks, grow/prune connections)."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        """After each epoch's evaluation, with that epoch's metrics."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """After the last epoch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in checkpoints (JSON-able values)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`state_dict` output."""
+
+
+class CSVLogger(Callback):
+    """Appends one row of metrics per epoch to ``path`` (only on the main process).
+
+    On resume, rows written after the checkpoint (by the interrupted run) are dropped, so the file matches an
+    uninterrupted run.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> log = CSVLogger(pathlib.Path(tempfile.mkdtemp()) / "metrics.csv")
+        >>> log.state_dict()
+        {'rows': 0}
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.rows = 0
+        self._fields: list[str] | None = None
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if not trainer.is_main:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fields = list(metrics)
+        new_file = self.rows == 0 or not self.path.exists()
+        with self.path.open("w" if new_file else "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            if new_file:
+                writer.writeheader()
+            writer.writerow(metrics)
+        self.rows += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = int(state.get("rows", 0))
+        if self.path.exists():
+            lines = self.path.read_text().splitlines(keepends=True)
+            self.path.write_text("".join(lines[: self.rows + 1]) if self.rows else "")
+
+
+class TensorBoardLogger(Callback):
+    """Writes the epoch metrics as TensorBoard scalars (needs the ``tensorboard`` package).
+
+    Example:
+        >>> TensorBoardLogger.available() in (True, False)
+        True
+    """
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        self.log_dir = Path(log_dir)
+        self._writer = None
+
+    @staticmethod
+    def available() -> bool:
+        """Whether the tensorboard package is installed."""
+        import importlib.util
+
+        return importlib.util.find_spec("tensorboard") is not None
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if not trainer.is_main:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+        for key, value in metrics.items():
+            if key != "epoch" and isinstance(value, int | float):
+                self._writer.add_scalar(key, value, epoch)
+        self._writer.flush()
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

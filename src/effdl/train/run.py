@@ -1,0 +1,153 @@
+"""``train()``: the whole job behind ``effdl train`` — build, train, evaluate, profile, save, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from effdl.core.report import Report
+from effdl.core.seed import seed_everything
+from effdl.data.base import DatasetSplits, get_dataset
+from effdl.measure.profile import profile
+from effdl.models.base import MODELS, create_model, model_spec
+from effdl.models.checkpoint import save_model
+from effdl.train.callbacks import Callback, CSVLogger, TensorBoardLogger
+from effdl.train.config import TrainConfig
+from effdl.train.evaluate import evaluate
+from effdl.train.loop import Trainer
+
+__all__ = ["TrainOutcome", "default_train_config", "summarize", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    """The trained model, its report and the per-epoch history."""
+
+    model: nn.Module
+    report: Report
+    history: list[dict[str, float]]
+
+
+def default_train_config(model: str, **overrides: Any) -> TrainConfig:
+    """The model's recommended training settings (from its registry entry) with ``overrides`` applied.
+
+    Example:
+        >>> default_train_config("cnn1d").lr
+        0.01
+        >>> default_train_config("cnn1d", epochs=2).epochs
+        2
+    """
+    defaults = MODELS.entry(model).meta["train_defaults"] if model in MODELS else {}
+    return TrainConfig.from_dict({**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def summarize(
+    model: nn.Module,
+    data: DatasetSplits,
+    *,
+    batch_size: int = 1,
+    threads: int | None = None,
+    repeats: int = 50,
+):
+    """Test accuracy/loss plus the profile of ``model`` at ``batch_size``: ``(ModelSummary, Profile)``.
+
+    Example:
+        >>> from effdl.data import get_dataset
+        >>> s, p = summarize(create_model("test_mlp"), get_dataset("mnist1d"), repeats=2)
+        >>> s.params == p.params and 0.0 <= s.accuracy <= 1.0
+        True
+    """
+    metrics = evaluate(model, data.test)
+    prof = profile(model, data.example_inputs(batch_size), threads=threads, repeats=repeats)
+    return prof.summary(accuracy=metrics["accuracy"], loss=metrics["loss"]), prof
+
+
+def train(
+    model: str | nn.Module,
+    data: str | DatasetSplits,
+    config: TrainConfig | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    callbacks: list[Callback] | None = None,
+    model_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+    profile_batch_size: int = 1,
+    threads: int | None = None,
+    tensorboard: bool = False,
+) -> TrainOutcome:
+    """Trains a model on a dataset and reports on the result.
+
+    With ``out_dir``, writes ``model.safetensors`` (+ ``.json``), ``metrics.csv``, ``report.json`` and a resumable
+    ``checkpoints/last.safetensors``; ``resume=True`` continues an interrupted run from it.
+
+    Args:
+        model: a registered model name (built for the dataset's input shape and classes) or a module.
+        data: a registered dataset name or loaded :class:`~effdl.data.DatasetSplits`.
+        config: training settings; default: the model's recommended ones.
+        out_dir: output folder (None: nothing written).
+        resume: continue from the checkpoint in ``out_dir``.
+        callbacks: extra training callbacks.
+        model_options: architecture options for :func:`~effdl.models.create_model`.
+        data_options: options for :func:`~effdl.data.get_dataset` (e.g. ``root``).
+        profile_batch_size: batch size of the final latency measurement.
+        threads: torch threads for the latency measurement.
+        tensorboard: also log to TensorBoard (needs the tensorboard package).
+
+    Example:
+        >>> cfg = TrainConfig(epochs=1, progress=False)
+        >>> outcome = train("test_mlp", "mnist1d", cfg)
+        >>> outcome.report.summary.params
+        826
+    """
+    splits = data if isinstance(data, DatasetSplits) else get_dataset(data, **(data_options or {}))
+    name = model if isinstance(model, str) else (model_spec(model) or {}).get("name", type(model).__name__)
+    config = config or (default_train_config(model) if isinstance(model, str) else TrainConfig())
+    seed_everything(config.seed)
+    net = (
+        create_model(model, input_shape=splits.input_shape, num_classes=splits.num_classes, **(model_options or {}))
+        if isinstance(model, str)
+        else model
+    )
+    cbs = list(callbacks or [])
+    if out_dir is not None:
+        out = Path(out_dir)
+        cbs.append(CSVLogger(out / "metrics.csv"))
+        if tensorboard:
+            if not TensorBoardLogger.available():
+                log.warning("tensorboard is not installed; skipping TensorBoard logging (pip install tensorboard)")
+            else:
+                cbs.append(TensorBoardLogger(out / "tensorboard"))
+    trainer = Trainer(net, config, callbacks=cbs, out_dir=out_dir)
+    result = trainer.fit(splits.train, splits.test, resume=resume)
+    summary, prof = summarize(net, splits, batch_size=profile_batch_size, threads=threads)
+    report = Report(
+        command="train",
+        model=name,
+        dataset=splits.name,
+        summary=summary,
+        config=config.to_dict(),
+        details={"history": result.history, "profile": prof.to_dict()},
+    )
+    if out_dir is not None and trainer.is_main:
+        out = Path(out_dir)
+        meta = {
+            "dataset": splits.name,
+            "metrics": {"accuracy": summary.accuracy, "loss": summary.loss},
+            "train_config": config.to_dict(),
+        }
+        save_model(net, out / "model.safetensors", meta=meta)
+        report.artifacts = {
+            "checkpoint": "model.safetensors",
+            "metrics": "metrics.csv",
+            "resume_state": "checkpoints/last.safetensors",
+        }
+        report.write(out)
+    return TrainOutcome(model=net, report=report, history=result.history)

@@ -1,0 +1,172 @@
+import csv
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Subset, TensorDataset
+
+from effdl.core import CheckpointError, ConfigError, load_checkpoint
+from effdl.data import get_dataset
+from effdl.models import create_model
+from effdl.train import Callback, TrainConfig, Trainer, build_optimizer, build_scheduler, evaluate
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAt(Callback):
+    """Simulates a kill: raises after the given global step (checkpoints written so far stay on disk)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_batch_end(self, trainer, batch, loss):
+        if trainer.step + 1 == self.step:
+            raise _Crash
+
+
+def _data(n=384):
+    d = get_dataset("mnist1d")
+    return Subset(d.train, range(n)), Subset(d.test, range(200))
+
+
+def _dropout_net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(40, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 10))
+
+
+def _rows(path):
+    with path.open() as fh:
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(fh)]
+
+
+@pytest.mark.parametrize(
+    ("make_model", "crash_step", "every"),
+    [
+        (lambda: create_model("test_cnn1d"), 17, 0),  # killed mid-epoch 2: resumes from the end of epoch 1
+        (lambda: create_model("test_cnn1d"), 20, 4),  # killed just after a mid-epoch checkpoint
+        (_dropout_net, 27, 5),  # dropout: the RNG state must be restored too
+    ],
+)
+def test_resume_after_kill_is_bit_identical(tmp_path, make_model, crash_step, every):
+    from effdl.train import CSVLogger
+
+    train, test = _data()
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, checkpoint_every_steps=every, progress=False, seed=5)
+
+    torch.manual_seed(0)
+    reference = make_model()
+    Trainer(reference, cfg, out_dir=tmp_path / "a", callbacks=[CSVLogger(tmp_path / "a.csv")]).fit(train, test)
+
+    torch.manual_seed(0)
+    crashed = make_model()
+    with pytest.raises(_Crash):
+        Trainer(
+            crashed, cfg, out_dir=tmp_path / "b", callbacks=[CSVLogger(tmp_path / "b.csv"), _CrashAt(crash_step)]
+        ).fit(train, test)
+
+    torch.manual_seed(123)  # a different initialization: the weights must come from the checkpoint
+    resumed = make_model()
+    result = Trainer(resumed, cfg, out_dir=tmp_path / "b", callbacks=[CSVLogger(tmp_path / "b.csv")]).fit(
+        train, test, resume=True
+    )
+    ref_state, res_state = reference.state_dict(), resumed.state_dict()
+    assert all(torch.equal(ref_state[k], res_state[k]) for k in ref_state)
+    assert result.final["step"] == 3 * 12
+    assert _rows(tmp_path / "a.csv") == _rows(tmp_path / "b.csv")
+
+
+def test_training_improves_accuracy_and_checkpoint_holds_everything(tmp_path):
+    train, test = _data(1000)
+    model = create_model("test_cnn1d")
+    before = evaluate(model, test)["accuracy"]
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-2, progress=False)
+    result = Trainer(model, cfg, out_dir=tmp_path).fit(train, test)
+    assert result.final["eval_accuracy"] > max(before, 0.3)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    tensors, meta = load_checkpoint(tmp_path / "checkpoints" / "last.safetensors")
+    assert meta["kind"] == "train_state" and meta["position"] == {"epoch": 4, "step": 128, "batch_in_epoch": 0}
+    assert any(k.startswith("optim.") for k in tensors) and "rng.torch" in tensors
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    train, _ = _data(64)
+    cfg = TrainConfig(epochs=1, batch_size=32, progress=False)
+    Trainer(create_model("test_cnn1d"), cfg, out_dir=tmp_path).fit(train)
+    with pytest.raises(CheckpointError, match="does not match this model"):
+        Trainer(create_model("test_mlp"), cfg.replace(epochs=2), out_dir=tmp_path).fit(train, resume=True)
+    with pytest.raises(ConfigError, match="resume=True needs out_dir"):
+        Trainer(create_model("test_mlp"), cfg).fit(train, resume=True)
+
+
+def test_callbacks_see_every_hook_in_order():
+    events = []
+
+    class Spy(Callback):
+        def on_fit_start(self, trainer):
+            events.append("fit_start")
+
+        def on_epoch_start(self, trainer, epoch):
+            events.append("epoch_start")
+
+        def on_loss(self, trainer, batch, outputs, loss):
+            events.append("loss")
+            return loss * 0.0  # replacing the loss must take effect
+
+        def on_after_backward(self, trainer):
+            events.append("backward")
+            assert all(p.grad is None or not p.grad.any() for p in trainer.model.parameters())
+
+        def on_batch_end(self, trainer, batch, loss):
+            events.append("batch_end")
+
+        def on_epoch_end(self, trainer, epoch, metrics):
+            events.append("epoch_end")
+
+        def on_fit_end(self, trainer):
+            events.append("fit_end")
+
+    model = nn.Linear(4, 2)
+    start = model.weight.detach().clone()
+    ds = TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+    Trainer(model, TrainConfig(epochs=1, batch_size=4, optimizer="sgd", lr=0.1, progress=False), callbacks=[Spy()]).fit(
+        ds
+    )
+    assert events == ["fit_start", "epoch_start"] + ["loss", "backward", "batch_end"] * 2 + ["epoch_end", "fit_end"]
+    assert torch.equal(model.weight, start)  # zero loss, no weight decay: nothing moved
+
+
+def test_config_validation_messages():
+    with pytest.raises(ConfigError, match="optimizer must be one of 'sgd', 'adam', 'adamw', got optimizer='lion'"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(ConfigError, match="epochs must be in"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)
+    assert TrainConfig.from_dict(TrainConfig(lr=0.5, grad_clip=1.0).to_dict()) == TrainConfig(lr=0.5, grad_clip=1.0)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_optimizers_and_cosine_schedule(name):
+    model = nn.Linear(2, 2)
+    cfg = TrainConfig(optimizer=name, lr=0.1, epochs=2, weight_decay=0.01)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=5)
+    lrs = []
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and lrs[4] == pytest.approx(0.05)
+    assert opt.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_label_smoothing_changes_the_loss():
+    ds = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    losses = []
+    for ls in (0.0, 0.2):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        r = Trainer(model, TrainConfig(epochs=1, batch_size=16, label_smoothing=ls, progress=False)).fit(ds)
+        losses.append(r.final["train_loss"])
+    assert losses[0] != losses[1]
