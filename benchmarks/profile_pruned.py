@@ -30,8 +30,12 @@ def _half(config):
 def pairs():
     from effdl.models.vgg import VGG_CONFIGS
 
-    yield ("vgg11", (3, 32, 32), create_model("vgg11"),
-           create_model("vgg11", config=_half(VGG_CONFIGS["11"]), hidden=256))
+    yield (
+        "vgg11",
+        (3, 32, 32),
+        create_model("vgg11"),
+        create_model("vgg11", config=_half(VGG_CONFIGS["11"]), hidden=256),
+    )
     yield ("resnet20", (3, 32, 32), create_model("resnet20"), create_model("resnet20", widths=[8, 16, 32]))
     yield ("cnn1d", (1, 40), create_model("cnn1d"), create_model("cnn1d", channels=[16, 16, 16]))
 
@@ -56,25 +60,48 @@ def main() -> None:
             x = torch.randn(batch, *shape)
             pd, pp = profile(dense, x, latency=False), profile(pruned, x, latency=False)
             td, tp, ratio, lo, hi = interleaved_ratio(dense, pruned, x)
-            rows.append([name, batch, human_count(pd.macs), human_count(pp.macs), f"{pd.macs / pp.macs:.2f}x",
-                         f"{td:.3f}", f"{tp:.3f}", f"{ratio:.2f}x", f"{lo:.2f}-{hi:.2f}"])
-            records.append({"model": name, "batch": batch, "macs_dense": pd.macs, "macs_pruned": pp.macs,
-                            "params_dense": pd.params, "params_pruned": pp.params, "latency_ms_dense": td,
-                            "latency_ms_pruned": tp, "speedup_median": ratio, "speedup_iqr": [lo, hi]})
+            rows.append(
+                [
+                    name,
+                    batch,
+                    human_count(pd.macs),
+                    human_count(pp.macs),
+                    f"{pd.macs / pp.macs:.2f}x",
+                    f"{td:.3f}",
+                    f"{tp:.3f}",
+                    f"{ratio:.2f}x",
+                    f"{lo:.2f}-{hi:.2f}",
+                ]
+            )
+            records.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "macs_dense": pd.macs,
+                    "macs_pruned": pp.macs,
+                    "params_dense": pd.params,
+                    "params_pruned": pp.params,
+                    "latency_ms_dense": td,
+                    "latency_ms_pruned": tp,
+                    "speedup_median": ratio,
+                    "speedup_iqr": [lo, hi],
+                }
+            )
             print(rows[-1], flush=True)
     env = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    header = ["model", "batch", "MACs dense", "MACs half", "MAC ratio", "ms dense", "ms half", "speedup",
-              "speedup IQR"]
-    text = "\n".join([
-        "# Profile: dense vs half the channels removed by hand",
-        "",
-        "Command: `.venv/bin/python benchmarks/profile_pruned.py`. MACs are per example; latency is the median of "
-        f"{ROUNDS} interleaved rounds (5 timed runs each), speedup = dense/pruned per round.",
-        f"Environment: {env}.",
-        "",
-        format_table(rows, header, align="lrrrrrrrr"),
-        "",
-    ])
+    header = ["model", "batch", "MACs dense", "MACs half", "MAC ratio", "ms dense", "ms half", "speedup", "speedup IQR"]
+    text = "\n".join(
+        [
+            "# Profile: dense vs half the channels removed by hand",
+            "",
+            "Command: `.venv/bin/python benchmarks/profile_pruned.py`. MACs are per example; latency is the median of "
+            f"{ROUNDS} interleaved rounds (5 timed runs each), speedup = dense/pruned per round.",
+            f"Environment: {env}.",
+            "",
+            format_table(rows, header, align="lrrrrrrrr"),
+            "",
+        ]
+    )
     OUT.mkdir(exist_ok=True)
     (OUT / "profile_pruned.md").write_text(text)
     (OUT / "profile_pruned.json").write_text(json.dumps({"environment": env, "results": records}, indent=2))

@@ -45,24 +45,56 @@ def main() -> None:
             params = outcome.report.summary.params
         med = statistics.median(accs)
         ok = "-" if target is None else ("yes" if med >= target else "NO")
-        rows.append([model, data, params, f"{100 * med:.2f}%", " / ".join(f"{100 * a:.1f}" for a in accs),
-                     f"{statistics.median(times):.1f}", f">= {100 * target:.0f}%" if target else "-", ok, reference])
-        records.append({"model": model, "dataset": data, "params": params, "accuracies": accs, "median": med,
-                        "train_seconds": times, "target": target, "config": cfg.replace(seed=0).to_dict()})
+        rows.append(
+            [
+                model,
+                data,
+                params,
+                f"{100 * med:.2f}%",
+                " / ".join(f"{100 * a:.1f}" for a in accs),
+                f"{statistics.median(times):.1f}",
+                f">= {100 * target:.0f}%" if target else "-",
+                ok,
+                reference,
+            ]
+        )
+        records.append(
+            {
+                "model": model,
+                "dataset": data,
+                "params": params,
+                "accuracies": accs,
+                "median": med,
+                "train_seconds": times,
+                "target": target,
+                "config": cfg.replace(seed=0).to_dict(),
+            }
+        )
         print(rows[-1], flush=True)
-    header = ["model", "data", "params", "median acc", "seeds 0/1/2 (%)", "train s (median)", "target", "met",
-              "reference"]
+    header = [
+        "model",
+        "data",
+        "params",
+        "median acc",
+        "seeds 0/1/2 (%)",
+        "train s (median)",
+        "target",
+        "met",
+        "reference",
+    ]
     env = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    text = "\n".join([
-        "# Reference training (median of 3 seeds)",
-        "",
-        "Command: `.venv/bin/python benchmarks/reference_training.py`; each run is `effdl train --model M --data D "
-        "--seed S` with the model's default settings (`effdl models --json` lists them).",
-        f"Environment: {env}. Train time includes the final evaluation and profile.",
-        "",
-        format_table(rows, header, align="llrrlrlll"),
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Reference training (median of 3 seeds)",
+            "",
+            "Command: `.venv/bin/python benchmarks/reference_training.py`; each run is `effdl train --model M --data D "
+            "--seed S` with the model's default settings (`effdl models --json` lists them).",
+            f"Environment: {env}. Train time includes the final evaluation and profile.",
+            "",
+            format_table(rows, header, align="llrrlrlll"),
+            "",
+        ]
+    )
     OUT.mkdir(exist_ok=True)
     (OUT / "reference_training.md").write_text(text)
     (OUT / "reference_training.json").write_text(json.dumps({"environment": env, "results": records}, indent=2))
