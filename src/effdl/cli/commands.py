@@ -69,7 +69,7 @@ def _add_train(sub) -> None:
 def _train(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", f"{args.model}-{args.data}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_torchrun(args.nproc, out)
+        return _launch_torchrun(args.argv, args.nproc, out)
     overrides = {
         k: getattr(args, k)
         for k in (
@@ -114,31 +114,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch_torchrun(nproc: int, out: str) -> int:
-    argv = [a for a in sys.argv[1:]]
-    cleaned, skip = [], False
-    for a in argv:
-        if skip:
+def _launch_torchrun(argv: list[str], nproc: int, out: str) -> int:
+    """Re-runs this same command under torchrun with ``nproc`` processes (without --nproc)."""
+    cleaned: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
             skip = False
             continue
-        if a == "--nproc":
+        if arg == "--nproc":
             skip = True
             continue
-        if a.startswith("--nproc="):
-            continue
-        cleaned.append(a)
-    if "--out" not in cleaned and not any(a.startswith("--out=") for a in cleaned):
+        cleaned.append(arg)
+    if not any(a == "--out" or a.startswith("--out=") for a in cleaned):
         cleaned += ["--out", out]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "effdl",
-        *cleaned,
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "effdl", *cleaned]  # fmt: skip
     print("launching: " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
@@ -226,9 +217,8 @@ def _profile(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape) if args.input_shape else tuple(spec.get("input_shape", ()))
     if not shape:
         raise ConfigError("cannot tell the input shape of this model; pass --input-shape, e.g. 1,40")
-    check_batch = args.batch_size
-    if check_batch < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {check_batch}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     x = torch.randn(args.batch_size, *shape, generator=torch.Generator().manual_seed(0))
     prof = profile(model, x, layer_latency=args.layer_latency, threads=args.threads, repeats=args.repeats)
     report = Report(

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from effdl._version import __version__
 from effdl.core.io import atomic_write_json
 from effdl.core.table import format_table, human_bytes, human_count
 
@@ -77,8 +78,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document written as ``report.json``."""
-        from effdl import __version__
-
         return {
             "schema": REPORT_SCHEMA,
             "schema_version": REPORT_SCHEMA_VERSION,

@@ -127,20 +127,22 @@ def train(
                 cbs.append(TensorBoardLogger(out / "tensorboard"))
     trainer = Trainer(net, config, callbacks=cbs, out_dir=out_dir)
     result = trainer.fit(splits.train, splits.test, resume=resume)
-    summary, prof = summarize(net, splits, batch_size=profile_batch_size, threads=threads)
     report = Report(
         command="train",
         model=name,
         dataset=splits.name,
-        summary=summary,
         config=config.to_dict(),
-        details={"history": result.history, "profile": prof.to_dict()},
+        details={"history": result.history},
     )
-    if out_dir is not None and trainer.is_main:
+    if not trainer.is_main:  # under torchrun only rank 0 measures and writes (timings would contend otherwise)
+        return TrainOutcome(model=net, report=report, history=result.history)
+    report.summary, prof = summarize(net, splits, batch_size=profile_batch_size, threads=threads)
+    report.details["profile"] = prof.to_dict()
+    if out_dir is not None:
         out = Path(out_dir)
         meta = {
             "dataset": splits.name,
-            "metrics": {"accuracy": summary.accuracy, "loss": summary.loss},
+            "metrics": {"accuracy": report.summary.accuracy, "loss": report.summary.loss},
             "train_config": config.to_dict(),
         }
         save_model(net, out / "model.safetensors", meta=meta)
