@@ -8,18 +8,15 @@ Writes benchmarks/results/profile_pruned.{md,json}.
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
-from pathlib import Path
 
 import torch
 
+from common import write_results
 from effdl.core.table import format_table, human_count
 from effdl.measure import measure_latency, profile
 from effdl.models import create_model
 
-OUT = Path(__file__).parent / "results"
 ROUNDS = 15
 
 
@@ -88,23 +85,15 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    env = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     header = ["model", "batch", "MACs dense", "MACs half", "MAC ratio", "ms dense", "ms half", "speedup", "speedup IQR"]
-    text = "\n".join(
-        [
-            "# Profile: dense vs half the channels removed by hand",
-            "",
-            "Command: `.venv/bin/python benchmarks/profile_pruned.py`. MACs are per example; latency is the median of "
-            f"{ROUNDS} interleaved rounds (5 timed runs each), speedup = dense/pruned per round.",
-            f"Environment: {env}.",
-            "",
-            format_table(rows, header, align="lrrrrrrrr"),
-            "",
-        ]
-    )
-    OUT.mkdir(exist_ok=True)
-    (OUT / "profile_pruned.md").write_text(text)
-    (OUT / "profile_pruned.json").write_text(json.dumps({"environment": env, "results": records}, indent=2))
+    notes = [
+        "Command: `.venv/bin/python benchmarks/profile_pruned.py`. MACs are per example; latency is the median of "
+        f"{ROUNDS} interleaved rounds (5 timed runs each), speedup = dense/pruned per round.",
+    ]
+    text = write_results(
+        "profile_pruned", "Profile: dense vs half the channels removed by hand", notes,
+        format_table(rows, header, align="lrrrrrrrr"), records,
+    )  # fmt: skip
     print(text)
 
 

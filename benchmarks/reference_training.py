@@ -7,16 +7,12 @@ Writes benchmarks/results/reference_training.{md,json}.
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import statistics
 import time
-from pathlib import Path
-
-import torch
 
 import effdl
+from common import write_results
 from effdl.core.table import format_table
 from effdl.train import default_train_config
 
@@ -28,7 +24,6 @@ CASES = [
     ("cnn2d", "digits", 0.97, "-"),
 ]
 SEEDS = (0, 1, 2)
-OUT = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -82,22 +77,15 @@ def main() -> None:
         "met",
         "reference",
     ]
-    env = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    text = "\n".join(
-        [
-            "# Reference training (median of 3 seeds)",
-            "",
-            "Command: `.venv/bin/python benchmarks/reference_training.py`; each run is `effdl train --model M --data D "
-            "--seed S` with the model's default settings (`effdl models --json` lists them).",
-            f"Environment: {env}. Train time includes the final evaluation and profile.",
-            "",
-            format_table(rows, header, align="llrrlrlll"),
-            "",
-        ]
-    )
-    OUT.mkdir(exist_ok=True)
-    (OUT / "reference_training.md").write_text(text)
-    (OUT / "reference_training.json").write_text(json.dumps({"environment": env, "results": records}, indent=2))
+    notes = [
+        "Command: `.venv/bin/python benchmarks/reference_training.py`; each run is `effdl train --model M --data D "
+        "--seed S` with the model's default settings (`effdl models --json` lists them). Train time includes the "
+        "final evaluation and profile.",
+    ]
+    text = write_results(
+        "reference_training", "Reference training (median of 3 seeds)", notes,
+        format_table(rows, header, align="llrrlrlll"), records,
+    )  # fmt: skip
     print(text)
 
 

@@ -39,6 +39,14 @@ def test_every_public_name_has_a_docstring():
             obj = getattr(module, name)
             if (inspect.isclass(obj) or inspect.isfunction(obj)) and not inspect.getdoc(obj):
                 missing.append(f"{module.__name__}.{name}")
+            if inspect.isclass(obj) and obj.__module__.startswith("effdl"):
+                for attr, member in vars(obj).items():
+                    if attr.startswith("_") or not (
+                        inspect.isfunction(member) or isinstance(member, classmethod | staticmethod | property)
+                    ):
+                        continue
+                    if not inspect.getdoc(getattr(obj, attr)):
+                        missing.append(f"{module.__name__}.{name}.{attr}")
     assert not missing, f"public names without a docstring: {missing}"
 
 
