@@ -98,6 +98,15 @@ def test_unknown_names_give_exit_2_and_list_valid_ones(capsys):
     assert code == 2 and "lr must be in (0.0, inf), got lr=-1.0" in err
     code, _, err = _run(capsys, "train", "--model", "mlp", "--data", "mnist", "--no-progress")
     assert code == 2 and "pass root=PATH (CLI: --data-root PATH)" in err
+    code, _, err = _run(capsys, "train", "--model", "mlp", "--data-opt", "num_samples", "--no-progress")
+    assert code == 2 and "--data-opt takes KEY=VALUE" in err
+
+
+def test_data_options_reach_the_dataset(tmp_path, capsys):
+    code, out, _ = _run(capsys, "train", "--model", "test_mlp", "--epochs", "1", "--no-progress", "-q",
+                        "--data-opt", "num_samples=1000", "--out", str(tmp_path))  # fmt: skip
+    assert code == 0
+    assert "800 train / 200 test" in out
 
 
 def test_checkpoint_errors_in_cli(tmp_path, capsys):

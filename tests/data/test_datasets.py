@@ -58,6 +58,8 @@ def test_unknown_dataset_lists_valid_names():
     with pytest.raises(UnknownNameError, match="valid datasets: cifar10, digits, fashion-mnist, mnist, mnist1d"):
         get_dataset("mnist2d")
     assert {d["name"] for d in list_datasets()} >= {"mnist1d", "digits"}
+    with pytest.raises(ConfigError, match=r"dataset 'digits' got unknown option.*'root'; valid options: test_fraction"):
+        get_dataset("digits", root="/data")
 
 
 def _write_idx(path, array, code=0x08, gz=False):

@@ -89,6 +89,20 @@ def test_training_improves_accuracy_and_checkpoint_holds_everything(tmp_path):
     assert any(k.startswith("optim.") for k in tensors) and "rng.torch" in tensors
 
 
+def test_eval_every_keeps_metric_columns_and_fit_twice_starts_over(tmp_path):
+    from effdl.train import CSVLogger
+
+    train, test = _data(64)
+    cfg = TrainConfig(epochs=3, batch_size=32, eval_every=2, progress=False)
+    trainer = Trainer(create_model("test_mlp"), cfg, callbacks=[CSVLogger(tmp_path / "m.csv")])
+    result = trainer.fit(train, test)
+    assert [h["eval_accuracy"] is None for h in result.history] == [True, False, False]  # epochs 2 and 3 (last)
+    rows = _rows(tmp_path / "m.csv")
+    assert [r["eval_accuracy"] == "" for r in rows] == [True, False, False]
+    again = trainer.fit(train, test)
+    assert [h["epoch"] for h in again.history] == [1, 2, 3]
+
+
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     train, _ = _data(64)
     cfg = TrainConfig(epochs=1, batch_size=32, progress=False)

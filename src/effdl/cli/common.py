@@ -52,6 +52,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> No
         help="dataset name (see `effdl datasets`)" + (f"; default {default}" if default else ""),
     )
     parser.add_argument("--data-root", default=None, help="folder of the dataset files (mnist, fashion-mnist, cifar10)")
+    parser.add_argument(
+        "--data-opt", action="append", metavar="KEY=VALUE", help="dataset option, repeatable (e.g. num_samples=20000)"
+    )
 
 
 def add_measure_args(parser: argparse.ArgumentParser) -> None:
@@ -63,4 +66,7 @@ def add_measure_args(parser: argparse.ArgumentParser) -> None:
 
 def data_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for get_dataset from the parsed flags."""
-    return {"root": args.data_root} if args.data_root else {}
+    options = parse_options(args.data_opt, "--data-opt")
+    if args.data_root:
+        options["root"] = args.data_root
+    return options

@@ -122,6 +122,9 @@ class Trainer:
 
     def _fit(self, train_data: Dataset, eval_data: Dataset | None, *, resume: bool) -> TrainResult:
         cfg = self.config
+        self.epoch = self.step = self.batch_in_epoch = 0  # a second fit() starts over unless it resumes
+        self.history = []
+        self._running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
         seed_everything(cfg.seed)
         loader = make_loader(
             train_data,
@@ -177,7 +180,7 @@ class Trainer:
                 self.save_checkpoint()
         self.epoch += 1
         self.batch_in_epoch = 0
-        metrics: dict[str, float] = {
+        metrics: dict[str, float | None] = {
             "epoch": self.epoch,
             "step": self.step,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -186,8 +189,9 @@ class Trainer:
             "epoch_time_s": time.perf_counter() - t0,
         }
         self._running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
-        if eval_data is not None and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
-            ev = evaluate(self.model, eval_data)
+        if eval_data is not None:  # the columns are always there (None between evaluations) so logs stay rectangular
+            due = self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
+            ev = evaluate(self.model, eval_data) if due else {"loss": None, "accuracy": None}
             metrics["eval_loss"], metrics["eval_accuracy"] = ev["loss"], ev["accuracy"]
         self.history.append(metrics)
         if self.is_main:
@@ -195,7 +199,7 @@ class Trainer:
                 "epoch %d/%d %s",
                 self.epoch,
                 cfg.epochs,
-                " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "step")),
+                " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "step") and v is not None),
             )
         for cb in self.callbacks:
             cb.on_epoch_end(self, self.epoch, metrics)
