@@ -18,6 +18,7 @@ from effdl.data import get_dataset, list_datasets
 from effdl.measure import Profile, profile
 from effdl.models import create_model, list_models, load_model, model_spec
 from effdl.train import default_train_config, summarize, train
+from effdl.train.config import OPTIMIZERS, SCHEDULES
 
 __all__ = ["REGISTER"]
 
@@ -56,8 +57,8 @@ def _add_train(sub) -> None:
         ("--checkpoint-every-steps", int, "also checkpoint every N steps"),
     ]:
         p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None)
-    p.add_argument("--schedule", choices=["cosine", "step", "constant"], default=None)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the model's (mostly adamw)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule (default cosine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
     p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun, gloo); default 1")

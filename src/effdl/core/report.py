@@ -104,11 +104,11 @@ class Report:
         if not cols and self.summary is not None:
             cols = [("value", self.summary)]
         rows = []
-        for key, fmt in _SUMMARY_ROWS:
+        for key, label, fmt in _SUMMARY_ROWS:
             values = [getattr(s, key) if s is not None else None for _, s in cols]
             if all(v is None for v in values):
                 continue
-            row = [key, *(fmt(v) if v is not None else "-" for v in values)]
+            row = [label, *(fmt(v) if v is not None else "-" for v in values)]
             if len(cols) == 2 and None not in values and values[1]:
                 row.append(f"{values[0] / values[1]:.2f}x")
             elif len(cols) == 2:
@@ -123,18 +123,18 @@ def _pct(v: float) -> str:
 
 
 _SUMMARY_ROWS = [
-    ("accuracy", _pct),
-    ("loss", lambda v: f"{v:.4f}"),
-    ("params", human_count),
-    ("nonzero_params", human_count),
-    ("macs", human_count),
-    ("sparse_macs", human_count),
-    ("size_bytes", human_bytes),
-    ("peak_memory_bytes", human_bytes),
-    ("latency_ms", lambda v: f"{v:.3f} ms"),
-    ("latency_iqr_ms", lambda v: f"{v:.3f} ms"),
-    ("batch_size", str),
-    ("threads", str),
+    ("accuracy", "test accuracy", _pct),
+    ("loss", "test loss", lambda v: f"{v:.4f}"),
+    ("params", "parameters", human_count),
+    ("nonzero_params", "non-zero parameters", human_count),
+    ("macs", "MACs / example", human_count),
+    ("sparse_macs", "sparse MACs / example", human_count),
+    ("size_bytes", "serialized size", human_bytes),
+    ("peak_memory_bytes", "peak forward memory", human_bytes),
+    ("latency_ms", "latency (median)", lambda v: f"{v:.3f} ms"),
+    ("latency_iqr_ms", "latency IQR", lambda v: f"{v:.3f} ms"),
+    ("batch_size", "batch size", str),
+    ("threads", "threads", str),
 ]
 
 
