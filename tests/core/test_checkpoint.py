@@ -78,6 +78,7 @@ class _Evil:
         return (print, ("pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_trusted_pickle_still_refuses_code(tmp_path):
     path = tmp_path / "evil.pkl"
     with path.open("wb") as fh:

@@ -96,3 +96,37 @@ def test_profile_of_reference_cnn1d():
     p = profile(create_model("cnn1d"), torch.zeros(1, 1, 40), latency=False)
     assert p.macs == 40 * 32 * 5 + 2 * 40 * 32 * 32 * 5 + 1280 * 10
     assert "total:" in p.to_table() and "features.3" in p.to_table()
+
+
+def _hook_count(model, x):
+    """An independent count from layer formulas: conv/linear from their shapes, attention from its sizes."""
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        per_example = out[0].numel()  # outputs of one example
+        if isinstance(mod, nn.Conv1d | nn.Conv2d):
+            total += per_example * (mod.in_channels // mod.groups) * int(torch.tensor(mod.kernel_size).prod())
+        elif isinstance(mod, nn.Linear):
+            total += per_example * mod.in_features
+        elif isinstance(mod, Attention):
+            n = inp[0].shape[1]
+            total += 2 * mod.num_heads * n * n * mod.head_dim
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+FORMULA_MODELS = ["test_mlp", "test_cnn1d", "test_cnn2d", "test_resnet", "test_resnet1d", "test_vgg",
+                  "test_mobilenetv2", "test_densenet", "test_vit", "cnn1d", "resnet20", "vit"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", FORMULA_MODELS)
+def test_macs_match_an_independent_formula_count_on_reference_models(name):
+    model = create_model(name)
+    x = torch.randn(1, *model.effdl_spec["input_shape"])
+    assert count_macs(model, x) == _hook_count(model, x)

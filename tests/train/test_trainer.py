@@ -184,3 +184,20 @@ def test_label_smoothing_changes_the_loss():
         r = Trainer(model, TrainConfig(epochs=1, batch_size=16, label_smoothing=ls, progress=False)).fit(ds)
         losses.append(r.final["train_loss"])
     assert losses[0] != losses[1]
+
+
+@pytest.mark.parametrize("data_name", ["mnist1d", "digits"])
+@pytest.mark.parametrize(
+    "model_name",
+    ["test_mlp", "test_cnn1d", "test_resnet1d", "test_resnet", "test_vgg", "test_mobilenetv2", "test_densenet",
+     "test_vit"],
+)  # fmt: skip
+def test_every_test_model_trains_on_every_embedded_dataset(model_name, data_name):
+    from effdl.train import train
+
+    data = get_dataset(data_name)
+    data.train = Subset(data.train, range(96))
+    data.test = Subset(data.test, range(32))
+    outcome = train(model_name, data, TrainConfig(epochs=1, batch_size=32, progress=False))
+    assert outcome.report.summary.params > 0
+    assert 0.0 <= outcome.report.summary.accuracy <= 1.0

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from effdl.core.errors import ConfigError
 from effdl.core.registry import Registry
@@ -28,7 +28,8 @@ class DatasetSplits:
 
     Attributes:
         name: registry name of the dataset.
-        train: training split; inputs are float32 of shape ``(N, *input_shape)``, labels int64.
+        train: training split of ``(input, label)`` pairs; the loaders return a TensorDataset of float32 inputs of
+            shape ``(N, *input_shape)`` and int64 labels (any Dataset of such pairs works, e.g. a Subset).
         test: test split, same layout.
         input_shape: shape of one example without the batch dimension, e.g. ``(1, 40)`` or ``(3, 32, 32)``.
         num_classes: number of classes.
@@ -41,8 +42,8 @@ class DatasetSplits:
     """
 
     name: str
-    train: TensorDataset
-    test: TensorDataset
+    train: Dataset
+    test: Dataset
     input_shape: tuple[int, ...]
     num_classes: int
 
@@ -61,9 +62,8 @@ class DatasetSplits:
             >>> DatasetSplits("toy", TensorDataset(x, y), TensorDataset(x, y), (1, 3), 2).example_inputs().shape
             torch.Size([1, 1, 3])
         """
-        x = self.test.tensors[0]
-        reps = -(-batch_size // len(x))
-        return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].clone()
+        n = len(self.test)
+        return torch.stack([torch.as_tensor(self.test[i % n][0]) for i in range(batch_size)])
 
 
 def cache_dir() -> Path:
