@@ -92,8 +92,8 @@ def load_checkpoint(
         if not trust_pickle:
             raise UnsafeCheckpointError(
                 f"{path} is a pickle file (torch.save); loading pickle can execute arbitrary code. If you trust its "
-                "source, pass trust_pickle=True (CLI: --trust-pickle), which loads it with torch.load("
-                "weights_only=True); better, convert it once to safetensors with effdl.core.save_checkpoint"
+                "source, pass trust_pickle=True (CLI: --trust-pickle), which unpickles tensors only "
+                "(weights_only=True); better, convert it once to safetensors with effdl.core.save_checkpoint"
             )
         return _load_pickle(path), {}
     header = _read_header(path)
