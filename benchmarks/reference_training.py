@@ -34,7 +34,7 @@ def main() -> None:
         for seed in SEEDS:
             cfg = default_train_config(model, seed=seed, progress=False)
             t0 = time.perf_counter()
-            outcome = effdl.train(model, data, cfg)
+            outcome = effdl.train_model(model, data, cfg)
             times.append(time.perf_counter() - t0)
             accs.append(outcome.report.summary.accuracy)
             params = outcome.report.summary.params

@@ -66,3 +66,18 @@ def test_ruff_is_clean():
         pytest.fail("ruff is not installed; install the test extras: pip install -e '.[test]'")
     proc = subprocess.run([ruff, "check", "--quiet", str(ROOT)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_modules_are_not_shadowed_by_functions():
+    """``effdl.x.y`` must be the module y, not a function re-exported under the same name."""
+    import types
+
+    shadowed = []
+    for module in [effdl, *_public_modules()]:
+        if not hasattr(module, "__path__"):
+            continue
+        for info in pkgutil.iter_modules(module.__path__):
+            importlib.import_module(f"{module.__name__}.{info.name}")
+            if not isinstance(getattr(module, info.name), types.ModuleType):
+                shadowed.append(f"{module.__name__}.{info.name}")
+    assert not shadowed, f"functions or classes shadow these modules: {shadowed}"

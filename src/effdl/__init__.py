@@ -30,7 +30,7 @@ from effdl.core import (
 from effdl.data import DatasetSplits, get_dataset, list_datasets
 from effdl.measure import Profile, count_macs, measure_latency, profile
 from effdl.models import create_model, list_models, load_model, save_model
-from effdl.train import Callback, TrainConfig, Trainer, evaluate, train
+from effdl.train import Callback, TrainConfig, Trainer, evaluate, train_model
 
 __all__ = [
     "Callback",
@@ -63,5 +63,5 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "seed_everything",
-    "train",
+    "train_model",
 ]

@@ -130,3 +130,21 @@ def test_macs_match_an_independent_formula_count_on_reference_models(name):
     model = create_model(name)
     x = torch.randn(1, *model.effdl_spec["input_shape"])
     assert count_macs(model, x) == _hook_count(model, x)
+
+
+class _Twice(nn.Module):
+    """One Linear registered under two names and applied twice (weight tying)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = self.a
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_tied_parameters_count_once_and_reused_layers_count_per_call():
+    prof = profile(_Twice(), torch.zeros(1, 4), latency=False)
+    assert prof.params == 20
+    assert prof.macs == 2 * 16

@@ -45,7 +45,7 @@ def test_killed_run_resumed_by_cli_matches_uninterrupted_run(tmp_path):
     _effdl(*FLAGS, "--out", str(tmp_path / "full"))
     killer = textwrap.dedent(f"""
         import os, sys
-        from effdl.train import Callback, TrainConfig, train
+        from effdl.train import Callback, TrainConfig, train_model
 
         class Kill(Callback):
             def on_batch_end(self, trainer, batch, loss):
@@ -53,7 +53,7 @@ def test_killed_run_resumed_by_cli_matches_uninterrupted_run(tmp_path):
                     os._exit(9)
 
         cfg = TrainConfig(epochs=3, batch_size=128, checkpoint_every_steps=10, progress=False)
-        train("test_cnn1d", "mnist1d", cfg, out_dir={str(tmp_path / "killed")!r}, callbacks=[Kill()])
+        train_model("test_cnn1d", "mnist1d", cfg, out_dir={str(tmp_path / "killed")!r}, callbacks=[Kill()])
     """)
     proc = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 9, proc.stderr

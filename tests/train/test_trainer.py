@@ -193,11 +193,11 @@ def test_label_smoothing_changes_the_loss():
      "test_vit"],
 )  # fmt: skip
 def test_every_test_model_trains_on_every_embedded_dataset(model_name, data_name):
-    from effdl.train import train
+    from effdl.train import train_model
 
     data = get_dataset(data_name)
     data.train = Subset(data.train, range(96))
     data.test = Subset(data.test, range(32))
-    outcome = train(model_name, data, TrainConfig(epochs=1, batch_size=32, progress=False))
+    outcome = train_model(model_name, data, TrainConfig(epochs=1, batch_size=32, progress=False))
     assert outcome.report.summary.params > 0
     assert 0.0 <= outcome.report.summary.accuracy <= 1.0

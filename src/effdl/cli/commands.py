@@ -17,7 +17,7 @@ from effdl.core.table import format_table, human_count
 from effdl.data import get_dataset, list_datasets
 from effdl.measure import Profile, profile
 from effdl.models import create_model, list_models, load_model, model_spec
-from effdl.train import default_train_config, summarize, train
+from effdl.train import default_train_config, summarize, train_model
 from effdl.train.config import OPTIMIZERS, SCHEDULES
 
 __all__ = ["REGISTER"]
@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
     if main:
         print(data.describe())
         print(f"training {args.model}: {json.dumps(config.to_dict())}")
-    outcome = train(
+    outcome = train_model(
         args.model,
         data,
         config,

@@ -10,7 +10,7 @@ Example:
 from effdl.measure.latency import LatencyStats, measure_latency, num_threads
 from effdl.measure.macs import count_macs, module_macs
 from effdl.measure.memory import MemoryStats, peak_forward_memory
-from effdl.measure.profile import LayerProfile, Profile, profile
+from effdl.measure.profiler import LayerProfile, Profile, profile
 from effdl.measure.size import count_nonzero_params, count_params, serialized_size
 
 __all__ = [

@@ -9,10 +9,10 @@ Example:
 from effdl.train.callbacks import Callback, CSVLogger, TensorBoardLogger
 from effdl.train.config import TrainConfig
 from effdl.train.distributed import DistContext
-from effdl.train.evaluate import evaluate
+from effdl.train.evaluation import evaluate
 from effdl.train.loop import Trainer, TrainResult
 from effdl.train.optim import build_optimizer, build_scheduler
-from effdl.train.run import TrainOutcome, default_train_config, summarize, train
+from effdl.train.run import TrainOutcome, default_train_config, summarize, train_model
 from effdl.train.state import load_train_state, save_train_state
 
 __all__ = [
@@ -31,5 +31,5 @@ __all__ = [
     "load_train_state",
     "save_train_state",
     "summarize",
-    "train",
+    "train_model",
 ]

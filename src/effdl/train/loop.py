@@ -21,7 +21,7 @@ from effdl.data.loaders import make_loader
 from effdl.train.callbacks import Callback
 from effdl.train.config import TrainConfig
 from effdl.train.distributed import DistContext
-from effdl.train.evaluate import evaluate
+from effdl.train.evaluation import evaluate
 from effdl.train.optim import build_optimizer, build_scheduler
 from effdl.train.state import load_train_state, save_train_state
 

@@ -1,4 +1,4 @@
-"""``train()``: the whole job behind ``effdl train`` — build, train, evaluate, profile, save, report."""
+"""``train_model()``: the whole job behind ``effdl train`` — build, train, evaluate, profile, save, report."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from torch import nn
 from effdl.core.report import Report
 from effdl.core.seed import seed_everything
 from effdl.data.base import DatasetSplits, get_dataset
-from effdl.measure.profile import profile
+from effdl.measure.profiler import profile
 from effdl.models.base import MODELS, create_model, model_spec
 from effdl.models.checkpoint import save_model
 from effdl.train.callbacks import Callback, CSVLogger, TensorBoardLogger
 from effdl.train.config import TrainConfig
-from effdl.train.evaluate import evaluate
+from effdl.train.evaluation import evaluate
 from effdl.train.loop import Trainer
 
-__all__ = ["TrainOutcome", "default_train_config", "summarize", "train"]
+__all__ = ["TrainOutcome", "default_train_config", "summarize", "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def summarize(
     return prof.summary(accuracy=metrics["accuracy"], loss=metrics["loss"]), prof
 
 
-def train(
+def train_model(
     model: str | nn.Module,
     data: str | DatasetSplits,
     config: TrainConfig | None = None,
@@ -103,7 +103,7 @@ def train(
 
     Example:
         >>> cfg = TrainConfig(epochs=1, progress=False)
-        >>> outcome = train("test_mlp", "mnist1d", cfg)
+        >>> outcome = train_model("test_mlp", "mnist1d", cfg)
         >>> outcome.report.summary.params
         826
     """

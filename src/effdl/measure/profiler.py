@@ -17,7 +17,7 @@ from effdl.core.table import format_table, human_bytes, human_count
 from effdl.measure.latency import LatencyStats, measure_latency, num_threads
 from effdl.measure.macs import module_macs
 from effdl.measure.memory import MemoryStats, peak_forward_memory
-from effdl.measure.size import serialized_size
+from effdl.measure.size import count_nonzero_params, count_params, serialized_size
 
 __all__ = ["LayerProfile", "Profile", "profile"]
 
@@ -207,8 +207,8 @@ def profile(
     return Profile(
         model=type(model).__name__,
         input_shape=list(args[0].shape) if isinstance(args[0], torch.Tensor) else [],
-        params=sum(layer.params for layer in layers),
-        nonzero_params=sum(layer.nonzero_params for layer in layers),
+        params=count_params(model),  # from the model, so that tied parameters count once
+        nonzero_params=count_nonzero_params(model),
         macs=sum(layer.macs for layer in layers),
         sparse_macs=sum(layer.sparse_macs for layer in layers),
         size_bytes=serialized_size(model),
