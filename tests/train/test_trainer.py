@@ -201,3 +201,34 @@ def test_every_test_model_trains_on_every_embedded_dataset(model_name, data_name
     outcome = train_model(model_name, data, TrainConfig(epochs=1, batch_size=32, progress=False))
     assert outcome.report.summary.params > 0
     assert 0.0 <= outcome.report.summary.accuracy <= 1.0
+
+
+def test_tensorboard_logger_writes_scalars(tmp_path, monkeypatch):
+    """The logger's own logic, with a stand-in SummaryWriter (the tensorboard package is an optional extra)."""
+    import sys
+    import types
+
+    from effdl.train import TensorBoardLogger
+
+    written = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            written.append(("dir", log_dir))
+
+        def add_scalar(self, key, value, step):
+            written.append((key, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed", None))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    train, test = _data(64)
+    cfg = TrainConfig(epochs=2, batch_size=32, progress=False)
+    Trainer(create_model("test_mlp"), cfg, callbacks=[TensorBoardLogger(tmp_path / "tb")]).fit(train, test)
+    assert written[0] == ("dir", str(tmp_path / "tb"))
+    assert ("eval_accuracy", 2) in written and ("train_loss", 1) in written and written[-1] == ("closed", None)
+    assert all(key != "epoch" for key, _ in written)
