@@ -75,6 +75,17 @@ def test_wrong_input_shape_gets_a_clear_error(name, shape, match):
         model(torch.zeros(shape))
 
 
+def test_models_built_from_their_classes_check_inputs_too():
+    from effdl.models import ConvNet, ResNet
+
+    with pytest.raises(ShapeError, match=r"ConvNet expects inputs of shape \(N, 1, 40\)"):
+        ConvNet((1, 40), 10)(torch.zeros(2, 40))
+    with pytest.raises(ShapeError, match="3 channels instead of 1"):
+        ResNet((1, 40), 10, depth=8)(torch.zeros(2, 3, 40))
+    hooks = create_model("cnn1d")._forward_pre_hooks
+    assert len(hooks) == 1  # create_model does not add a second check
+
+
 def test_size_agnostic_models_accept_other_sizes():
     model = create_model("resnet20").eval()
     with torch.no_grad():

@@ -10,7 +10,7 @@ Example:
 """
 
 from effdl.models import cnn, densenet, mlp, mobilenet, resnet, vgg, vit  # noqa: F401  (registers the models)
-from effdl.models.base import MODELS, InputCheck, create_model, list_models, model_spec, register_model
+from effdl.models.base import MODELS, InputCheck, create_model, expect_inputs, list_models, model_spec, register_model
 from effdl.models.checkpoint import load_model, save_model
 from effdl.models.cnn import ConvNet
 from effdl.models.densenet import DenseNet
@@ -32,6 +32,7 @@ __all__ = [
     "ResNet",
     "VisionTransformer",
     "create_model",
+    "expect_inputs",
     "list_models",
     "load_model",
     "model_spec",

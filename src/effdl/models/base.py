@@ -12,7 +12,7 @@ from torch import nn
 from effdl.core.errors import ConfigError, ShapeError
 from effdl.core.registry import Registry
 
-__all__ = ["MODELS", "InputCheck", "create_model", "list_models", "model_spec", "register_model"]
+__all__ = ["MODELS", "InputCheck", "create_model", "expect_inputs", "list_models", "model_spec", "register_model"]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -34,7 +34,8 @@ def register_model(
         name: registry name.
         description: one line for ``effdl models``.
         input_shape: default shape of one example (no batch dimension).
-        fixed_size: whether the model needs exactly that spatial size (e.g. Flatten -> Linear) or takes any.
+        fixed_size: whether the model needs exactly that spatial size (e.g. Flatten -> Linear) or takes any; used
+            only for models that do not check their inputs themselves (see :func:`expect_inputs`).
         train_defaults: training settings known to work for this model (``TrainConfig`` field values).
         **defaults: keyword arguments passed to the factory for this name (variants share one factory).
 
@@ -105,6 +106,22 @@ class InputCheck:
             )
 
 
+def expect_inputs(model: nn.Module, input_shape: Sequence[int], *, fixed_size: bool) -> InputCheck:
+    """Makes ``model`` check the shape of its first input on every call (an :class:`InputCheck` pre-hook, reachable
+    as ``model.input_check``). Reference models call this in their constructor, so the check holds however they
+    are built.
+
+    Example:
+        >>> m = expect_inputs(nn.Flatten(), (1, 4), fixed_size=True)
+        >>> m.model_name
+        'Flatten'
+    """
+    check = InputCheck(type(model).__name__, input_shape, fixed_size=fixed_size)
+    model.input_check = check
+    model.register_forward_pre_hook(check)
+    return check
+
+
 def _tracing() -> bool:
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
         return True
@@ -147,7 +164,10 @@ def create_model(
     options = {**entry.meta["defaults"], **kwargs}
     model = entry.obj(input_shape=shape, num_classes=num_classes, **options)
     model.effdl_spec = {"name": entry.name, "input_shape": list(shape), "num_classes": num_classes, "kwargs": kwargs}
-    model.register_forward_pre_hook(InputCheck(entry.name, shape, fixed_size=entry.meta["fixed_size"]))
+    check = getattr(model, "input_check", None)
+    if not isinstance(check, InputCheck):
+        check = expect_inputs(model, shape, fixed_size=entry.meta["fixed_size"])
+    check.model_name = entry.name  # errors name the model as the user asked for it
     return model
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.models.base import bn_nd, conv_nd, register_model, spatial_dims
+from effdl.models.base import bn_nd, conv_nd, expect_inputs, register_model, spatial_dims
 
 __all__ = ["ConvNet"]
 
@@ -64,6 +64,7 @@ class ConvNet(nn.Module):
             raise ConfigError(f"input_shape {tuple(input_shape)} is too small for this stack of strided convolutions")
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(math.prod(feat.shape[1:]), num_classes)
+        expect_inputs(self, input_shape, fixed_size=True)
 
     def forward(self, x):
         return self.classifier(self.flatten(self.features(x)))

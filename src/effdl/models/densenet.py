@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.models.base import bn_nd, conv_nd, register_model, spatial_dims
+from effdl.models.base import bn_nd, conv_nd, expect_inputs, register_model, spatial_dims
 
 __all__ = ["DenseLayer", "DenseNet"]
 
@@ -79,6 +79,7 @@ class DenseNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(c, num_classes)
+        expect_inputs(self, input_shape, fixed_size=False)
 
     def forward(self, x):
         return self.classifier(self.flatten(self.pool(self.features(x))))
@@ -92,14 +93,12 @@ register_model(
     "densenet",
     description="DenseNet-BC-40 (k=12), channel concatenation",
     input_shape=(3, 32, 32),
-    fixed_size=False,
     train_defaults={"epochs": 30, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
 )(_densenet)
 register_model(
     "test_densenet",
     description="tiny DenseNet for tests",
     input_shape=(3, 16, 16),
-    fixed_size=False,
     growth_rate=4,
     blocks=(2, 2),
 )(_densenet)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.models.base import register_model
+from effdl.models.base import expect_inputs, register_model
 
 __all__ = ["MLP"]
 
@@ -33,6 +33,7 @@ class MLP(nn.Module):
             width = int(h)
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
+        expect_inputs(self, input_shape, fixed_size=True)
 
     def forward(self, x):
         return self.net(x)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.models.base import bn_nd, conv_nd, register_model, spatial_dims
+from effdl.models.base import bn_nd, conv_nd, expect_inputs, register_model, spatial_dims
 
 __all__ = ["InvertedResidual", "MobileNetV2"]
 
@@ -101,6 +101,7 @@ class MobileNetV2(nn.Module):
         self.pool = nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(last, num_classes)
+        expect_inputs(self, input_shape, fixed_size=False)
 
     def forward(self, x):
         return self.classifier(self.flatten(self.pool(self.features(x))))
@@ -120,14 +121,12 @@ register_model(
     "mobilenetv2",
     description="MobileNetV2 (CIFAR-style, 32x32): depthwise convs, inverted residuals",
     input_shape=(3, 32, 32),
-    fixed_size=False,
     train_defaults={"epochs": 30, "lr": 1e-3, "batch_size": 128, "weight_decay": 4e-5},
 )(_mobilenetv2)
 register_model(
     "test_mobilenetv2",
     description="tiny MobileNetV2 for tests",
     input_shape=(3, 16, 16),
-    fixed_size=False,
     width_mult=0.25,
     settings=((1, 8, 1, 1), (2, 16, 2, 2)),
     last_channels=32,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.models.base import bn_nd, conv_nd, register_model, spatial_dims
+from effdl.models.base import bn_nd, conv_nd, expect_inputs, register_model, spatial_dims
 
 __all__ = ["BasicBlock", "ResNet"]
 
@@ -75,6 +75,7 @@ class ResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(c_in, num_classes)
+        expect_inputs(self, input_shape, fixed_size=False)
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))
@@ -93,7 +94,6 @@ for _depth in (20, 56):
         f"resnet{_depth}",
         description=f"CIFAR-style ResNet-{_depth}, 2D",
         input_shape=(3, 32, 32),
-        fixed_size=False,
         train_defaults=_TRAIN_2D,
         depth=_depth,
     )(_resnet)
@@ -101,7 +101,6 @@ for _depth in (20, 56):
         f"resnet{_depth}_1d",
         description=f"ResNet-{_depth} with 1D convolutions (MNIST-1D)",
         input_shape=(1, 40),
-        fixed_size=False,
         train_defaults=_TRAIN_1D,
         depth=_depth,
     )(_resnet)
@@ -109,7 +108,6 @@ register_model(
     "test_resnet",
     description="tiny 2D ResNet-8 for tests",
     input_shape=(3, 16, 16),
-    fixed_size=False,
     depth=8,
     widths=(4, 8, 16),
 )(_resnet)
@@ -117,7 +115,6 @@ register_model(
     "test_resnet1d",
     description="tiny 1D ResNet-8 for tests",
     input_shape=(1, 40),
-    fixed_size=False,
     depth=8,
     widths=(4, 8, 16),
 )(_resnet)

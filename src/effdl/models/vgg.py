@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.models.base import bn_nd, conv_nd, register_model, spatial_dims
+from effdl.models.base import bn_nd, conv_nd, expect_inputs, register_model, spatial_dims
 
 __all__ = ["VGG", "VGG_CONFIGS"]
 
@@ -52,6 +52,7 @@ class VGG(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(math.prod(feat.shape[1:]), hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
         )
+        expect_inputs(self, input_shape, fixed_size=True)
 
     def forward(self, x):
         return self.classifier(self.flatten(self.features(x)))

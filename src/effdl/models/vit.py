@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.models.base import conv_nd, register_model, spatial_dims
+from effdl.models.base import conv_nd, expect_inputs, register_model, spatial_dims
 
 __all__ = ["Attention", "TransformerBlock", "VisionTransformer"]
 
@@ -98,6 +98,7 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
+        expect_inputs(self, input_shape, fixed_size=True)
 
     def forward(self, x):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (b, patches, dim)
