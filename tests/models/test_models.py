@@ -133,3 +133,14 @@ def test_load_checks_fit_and_needs_a_spec(tmp_path):
     save_checkpoint(tmp_path / "raw.safetensors", create_model("test_mlp").state_dict())
     with pytest.raises(CheckpointError, match="no model spec; pass model=NAME"):
         load_model(tmp_path / "raw.safetensors")
+
+
+@pytest.mark.parametrize("name", TEST_MODELS)
+def test_models_trace_with_fx_and_export(name):
+    """Pruning and export trace models; the input check must stay out of the graph and the outputs agree."""
+    model = create_model(name).eval()
+    x = torch.randn(2, *model_spec(model)["input_shape"])
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(torch.fx.symbolic_trace(model)(x), expected, atol=1e-6)
+        assert torch.allclose(torch.export.export(model, (x,)).module()(x), expected, atol=1e-6)
