@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.utils.prune
 from torch import nn
 
 from effdl.measure import count_macs, module_macs, profile
@@ -148,3 +149,12 @@ def test_tied_parameters_count_once_and_reused_layers_count_per_call():
     prof = profile(_Twice(), torch.zeros(1, 4), latency=False)
     assert prof.params == 20
     assert prof.macs == 2 * 16
+
+
+def test_density_follows_the_effective_weight_of_torch_pruned_layers():
+    layer = nn.Linear(10, 10)
+    torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=0.3)  # weight becomes weight_orig * weight_mask
+    prof = profile(nn.Sequential(layer), torch.zeros(1, 10), latency=False)
+    row = next(r for r in prof.layers if r.name == "0")
+    assert row.density == pytest.approx(0.7)
+    assert row.sparse_macs == 70

@@ -1,7 +1,7 @@
 """Shared contracts with no algorithms: configs, registries, errors, checkpoints, reports, seeding."""
 
 from effdl.core.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from effdl.core.config import Config, check_choice, check_range
+from effdl.core.config import Config, check_choice, check_options, check_range
 from effdl.core.errors import (
     CheckpointError,
     ConfigError,
@@ -32,6 +32,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "UnsupportedError",
     "check_choice",
+    "check_options",
     "check_range",
     "get_rng_state",
     "load_checkpoint",

@@ -4,13 +4,14 @@ round-trip through plain dicts (so that a list of them, a recipe, can be saved a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from typing import Any, ClassVar, Self
 
 from effdl.core.errors import ConfigError
 
-__all__ = ["Config", "check_choice", "check_range"]
+__all__ = ["Config", "check_choice", "check_options", "check_range"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -150,3 +151,20 @@ def check_choice(name: str, value: str, choices: typing.Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {name}={value!r}")
+
+
+def check_options(owner: str, factory: typing.Callable, options: dict, *, reserved: tuple[str, ...] = ()) -> None:
+    """Raises :class:`ConfigError` if ``options`` has keys that ``factory`` does not take (or that are reserved).
+
+    Example:
+        >>> def make(*, width=1, depth=2): ...
+        >>> check_options("net", make, {"widht": 3})
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.ConfigError: net got unknown option(s) 'widht'; valid options: width, depth
+    """
+    valid = [name for name in inspect.signature(factory).parameters if name not in reserved]
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        listed = ", ".join(valid) or "(none)"
+        raise ConfigError(f"{owner} got unknown option(s) {', '.join(map(repr, unknown))}; valid options: {listed}")

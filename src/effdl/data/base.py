@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from effdl.core.errors import ConfigError
+from effdl.core.config import check_options
 from effdl.core.registry import Registry
 
 __all__ = ["DATASETS", "DatasetSplits", "cache_dir", "get_dataset", "list_datasets"]
@@ -90,13 +89,7 @@ def get_dataset(name: str, **kwargs) -> DatasetSplits:
         effdl.core.errors.UnknownNameError: unknown dataset 'imagenet'; valid datasets: cifar10, digits, ...
     """
     loader = DATASETS.get(name, allow_callable=False)
-    valid = list(inspect.signature(loader).parameters)
-    unknown = [k for k in kwargs if k not in valid]
-    if unknown:
-        raise ConfigError(
-            f"dataset {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options: {', '.join(valid) or '(none)'}"
-        )
+    check_options(f"dataset {name!r}", loader, kwargs)
     return loader(**kwargs)
 
 

@@ -178,15 +178,15 @@ def profile(
     shapes = _output_shapes(model, first)
     layers = []
     for name, mod in model.named_modules():
-        own = list(mod.parameters(recurse=False))
-        params = sum(p.numel() for p in own)
-        nonzero = sum(int(torch.count_nonzero(p.detach())) for p in own)
-        weight = getattr(mod, "weight", None)
-        density = (
-            int(torch.count_nonzero(weight.detach())) / weight.numel()
-            if isinstance(weight, torch.Tensor) and weight.numel()
-            else 1.0
-        )
+        own = dict(mod.named_parameters(recurse=False))
+        nonzeros = {k: int(torch.count_nonzero(p.detach())) for k, p in own.items()}
+        params = sum(p.numel() for p in own.values())
+        weight = getattr(mod, "weight", None)  # may be a plain tensor, e.g. weight_orig * mask under nn.utils.prune
+        density = 1.0
+        if isinstance(weight, torch.Tensor) and weight.numel():
+            nz = nonzeros["weight"] if "weight" in nonzeros else int(torch.count_nonzero(weight.detach()))
+            density = nz / weight.numel()
+        nonzero = sum(nonzeros.values())
         layers.append(
             LayerProfile(
                 name,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from effdl.core.config import check_options
 from effdl.core.errors import ConfigError, ShapeError
 from effdl.core.registry import Registry
 
@@ -154,13 +154,7 @@ def create_model(
     shape = tuple(int(s) for s in (input_shape if input_shape is not None else entry.meta["input_shape"]))
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got num_classes={num_classes}")
-    params = inspect.signature(entry.obj).parameters
-    valid = [p for p in params if p not in ("input_shape", "num_classes")]
-    unknown = [k for k in kwargs if k not in params or k in ("input_shape", "num_classes")]
-    if unknown:
-        raise ConfigError(
-            f"{entry.name} got unknown option(s) {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}"
-        )
+    check_options(entry.name, entry.obj, kwargs, reserved=("input_shape", "num_classes"))
     options = {**entry.meta["defaults"], **kwargs}
     model = entry.obj(input_shape=shape, num_classes=num_classes, **options)
     model.effdl_spec = {"name": entry.name, "input_shape": list(shape), "num_classes": num_classes, "kwargs": kwargs}

@@ -92,7 +92,7 @@ class Trainer:
         self.step = 0
         self.batch_in_epoch = 0
         self.history: list[dict[str, float]] = []
-        self._running = {"loss_sum": 0.0, "correct": 0, "seen": 0}  # this epoch so far (saved mid-epoch)
+        self._running = _fresh_running()  # this epoch so far (saved mid-epoch)
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -124,7 +124,7 @@ class Trainer:
         cfg = self.config
         self.epoch = self.step = self.batch_in_epoch = 0  # a second fit() starts over unless it resumes
         self.history = []
-        self._running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        self._running = _fresh_running()
         seed_everything(cfg.seed)
         loader = make_loader(
             train_data,
@@ -188,7 +188,7 @@ class Trainer:
             "train_accuracy": self.dist.mean(run["correct"] / max(run["seen"], 1)),
             "epoch_time_s": time.perf_counter() - t0,
         }
-        self._running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        self._running = _fresh_running()
         if eval_data is not None:  # the columns are always there (None between evaluations) so logs stay rectangular
             due = self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
             ev = evaluate(self.model, eval_data) if due else {"loss": None, "accuracy": None}
@@ -281,6 +281,10 @@ class Trainer:
                 log.warning("checkpoint %s has no state for callback %s; it starts fresh", path, key)
         set_rng_state(meta["rng"])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+
+def _fresh_running() -> dict[str, float]:
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0}
 
 
 def _callback_keys(callbacks: list[Callback]) -> list[str]:
