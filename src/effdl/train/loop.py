@@ -93,6 +93,8 @@ class Trainer:
         self.batch_in_epoch = 0
         self.history: list[dict[str, float]] = []
         self._running = _fresh_running()  # this epoch so far (saved mid-epoch)
+        self.steps_per_epoch = self.total_steps = 0  # known once fit() starts
+        self.should_stop = False  # a callback sets it (e.g. at on_epoch_end) to end training early
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -135,6 +137,8 @@ class Trainer:
             world_size=self.dist.world_size,
         )
         steps_per_epoch = -(-len(loader.sampler) // cfg.batch_size)
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, steps_per_epoch * cfg.epochs
+        self.should_stop = False
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, steps_per_epoch)
         net: nn.Module = self.model
@@ -144,7 +148,7 @@ class Trainer:
             self._resume()
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        while self.epoch < cfg.epochs:
+        while self.epoch < cfg.epochs and not self.should_stop:
             self._run_epoch(net, loader, steps_per_epoch, eval_data)
         for cb in self.callbacks:
             cb.on_fit_end(self)

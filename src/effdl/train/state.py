@@ -66,6 +66,7 @@ def save_train_state(
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(opt_tensors)
     tensors["rng.torch"] = rng["torch"]
+    callbacks = _split_tensors(callbacks, "callbacks", tensors)
     meta = {
         "kind": "train_state",
         "position": position,
@@ -100,4 +101,33 @@ def load_train_state(
         ) from exc
     scheduler.load_state_dict(meta["scheduler"])
     meta["rng"] = {**meta["rng"], "torch": tensors["rng.torch"]}
+    meta["callbacks"] = _join_tensors(meta.get("callbacks", {}), tensors)
     return meta
+
+
+_TENSOR_REF = "__tensor__"
+
+
+def _split_tensors(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Moves tensors nested in callback states (e.g. pruning masks) into ``tensors``, leaving references."""
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value.detach().contiguous()
+        return {_TENSOR_REF: prefix}
+    if isinstance(value, dict):
+        return {k: _split_tensors(v, f"{prefix}.{k}", tensors) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]
+    return value
+
+
+def _join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR_REF}:
+            key = value[_TENSOR_REF]
+            if key not in tensors:
+                raise CheckpointError(f"the checkpoint refers to tensor {key!r} but does not hold it; it is corrupt")
+            return tensors[key]
+        return {k: _join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
+    return value

@@ -1,0 +1,232 @@
+"""Structured pruning: rank channels (filters, neurons, heads) with a criterion and physically remove the lowest, so
+the smaller model is faster with ordinary dense kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from effdl.core.config import Config, check_range
+from effdl.core.errors import ConfigError, UnsupportedError
+from effdl.prune.criteria import CRITERIA
+from effdl.prune.graph import Channel, DependencyGraph, Group, build_dependency_graph
+from effdl.prune.surgery import PruningPlan, make_plan
+
+__all__ = ["L1FilterPruning", "StructuredPruning", "compute_scores", "plan_structured", "select_channels"]
+
+log = logging.getLogger(__name__)
+
+_RATIO_HINT = "use ratio=0.5 to remove half of the channels"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StructuredPruning(Config):
+    """Remove a fraction of the channels of every prunable group, ranked by an importance criterion.
+
+    Attributes:
+        criterion: name in :data:`~effdl.prune.CRITERIA`: ``l1`` (Li et al. 2017), ``l2``, ``bn_scale`` (network
+            slimming), ``taylor`` (Molchanov et al. 2019; needs ``data``), ``random``.
+        ratio: fraction of channels removed, in [0, 1).
+        per_layer: ``{module name or regex: ratio}`` overriding ``ratio`` for the groups those modules produce
+            (0 keeps a group whole).
+        global_ranking: rank channels across groups (scores normalized by each group's mean) instead of
+            removing ``ratio`` in every group; ``ratio`` is then the overall fraction.
+        max_ratio: under global ranking, the most any one group may lose.
+        round_to: keep a multiple of this many channels per group (hardware-friendly widths).
+        prune_heads: also remove whole attention heads.
+        ignore: module names or regexes to keep whole (e.g. a layer the analysis cannot handle).
+        num_batches: batches of ``data`` used by gradient-based criteria.
+        seed: for the ``random`` criterion.
+
+    Example:
+        >>> StructuredPruning(ratio=1.5)
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.ConfigError: ratio must be in [0.0, 1.0), got ratio=1.5; use ratio=0.5 to remove half of the channels
+    """
+
+    criterion: str = "l1"
+    ratio: float = 0.5
+    per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
+    global_ranking: bool = False
+    max_ratio: float = 0.9
+    round_to: int = 1
+    prune_heads: bool = True
+    ignore: tuple[str, ...] = ()
+    num_batches: int = 4
+    seed: int = 0
+
+    def validate(self) -> None:
+        check_range("ratio", self.ratio, 0.0, 1.0, high_open=True, hint=_RATIO_HINT)
+        for name, r in self.per_layer.items():
+            check_range(f"per_layer[{name!r}]", r, 0.0, 1.0, high_open=True, hint=_RATIO_HINT)
+        check_range("max_ratio", self.max_ratio, 0.0, 1.0, low_open=True, high_open=True)
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise ConfigError(f"round_to must be a positive integer, got round_to={self.round_to!r}; use 8 or 1")
+        if self.num_batches < 1:
+            raise ConfigError(f"num_batches must be >= 1, got {self.num_batches}")
+        if self.criterion not in CRITERIA:
+            CRITERIA.get(self.criterion, allow_callable=False)  # raises with the valid names
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class L1FilterPruning(StructuredPruning):
+    """:class:`StructuredPruning` with the L1-norm criterion of Li et al., "Pruning Filters for Efficient ConvNets"
+    (ICLR 2017).
+
+    Example:
+        >>> L1FilterPruning(ratio=0.25).criterion
+        'l1'
+    """
+
+    criterion: str = "l1"
+
+
+def compute_scores(
+    model: nn.Module,
+    graph: DependencyGraph,
+    config: StructuredPruning,
+    *,
+    data: Iterable | None = None,
+    loss_fn: Callable | None = None,
+) -> dict[str, torch.Tensor]:
+    """One score per channel of every group, with the configured criterion.
+
+    Gradient-based criteria average their scores over ``config.num_batches`` batches of ``data`` (``(inputs,
+    targets)`` pairs), using ``loss_fn`` (default cross-entropy).
+    """
+    entry = CRITERIA.entry(config.criterion)
+    fn = entry.obj
+    generator = torch.Generator().manual_seed(config.seed)
+    if not entry.meta.get("needs_grad"):
+        tensors = _tensors(model)
+        return {g.name: fn(g, tensors, None, generator) for g in graph.groups}
+    if data is None:
+        raise ConfigError(
+            f"criterion {config.criterion!r} needs data to compute gradients; pass data= (batches of (inputs, "
+            "targets)) or CLI --data, or use criterion='l1'"
+        )
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    totals: dict[str, torch.Tensor] = {}
+    was = model.training
+    model.eval()  # BN statistics stay as they are; gradients are still exact for the eval-mode network
+    n = 0
+    for batch in itertools.islice(iter(data), config.num_batches):
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(batch[0]), batch[1]).backward()
+        tensors = _tensors(model)
+        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        for g in graph.groups:
+            s = fn(g, tensors, grads, generator)
+            totals[g.name] = totals.get(g.name, 0) + s
+        n += 1
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    if n == 0:
+        raise ConfigError("data yielded no batches; pass a non-empty loader")
+    return {k: v / n for k, v in totals.items()}
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.state_dict(keep_vars=True))
+
+
+def _ratio_for(group: Group, config: StructuredPruning) -> float | None:
+    """The group's own ratio from ``per_layer`` (last match wins), or None for the default."""
+    ratio = None
+    for pattern, r in config.per_layer.items():
+        if group.matches(pattern):
+            ratio = r
+    return ratio
+
+
+def _keep_count(n: int, remove: int, step: int) -> int:
+    keep = n - remove
+    if step > 1:
+        keep = min(n, max(step, int(round(keep / step)) * step))
+    return max(1, keep)
+
+
+def select_channels(
+    graph: DependencyGraph, scores: Mapping[str, torch.Tensor], config: StructuredPruning
+) -> dict[str, tuple[Group, list[Channel]]]:
+    """Picks the channels to remove: ``{group name: (group, channels)}`` (lowest scores first, ties by position)."""
+    _check_patterns(graph, config)
+    groups = [g for g in graph.groups if config.prune_heads or g.kind != "heads"]
+    counts: dict[str, int] = {}
+    ranked: list[Group] = []
+    for g in groups:
+        own = _ratio_for(g, config)
+        if own is not None or not config.global_ranking:
+            r = config.ratio if own is None else own
+            step = 1 if g.kind == "heads" else config.round_to
+            counts[g.name] = len(g) - _keep_count(len(g), math.floor(len(g) * r + 1e-9), step)
+        else:
+            ranked.append(g)
+    if ranked:
+        counts.update(_global_counts(ranked, scores, config))
+    out = {}
+    for g in groups:
+        k = counts.get(g.name, 0)
+        if k <= 0:
+            continue
+        order = torch.argsort(scores[g.name], stable=True)[:k].tolist()
+        out[g.name] = (g, [g.channels[i] for i in sorted(order)])
+    return out
+
+
+def _global_counts(groups: list[Group], scores: Mapping[str, torch.Tensor], config: StructuredPruning) -> dict:
+    entries = []
+    for g in groups:
+        s = scores[g.name].double()
+        mean = float(s.mean())
+        s = s / mean if mean > 0 else s  # groups differ in scale (fan-in, producer count); compare relative scores
+        entries.extend((float(v), g.name, i) for i, v in enumerate(s))
+    total = math.floor(sum(len(g) for g in groups) * config.ratio + 1e-9)
+    cap = {g.name: min(len(g) - 1, math.floor(len(g) * config.max_ratio)) for g in groups}
+    counts = dict.fromkeys(cap, 0)
+    for _, name, _ in sorted(entries):
+        if total <= 0:
+            break
+        if counts[name] < cap[name]:
+            counts[name] += 1
+            total -= 1
+    sizes = {g.name: (len(g), 1 if g.kind == "heads" else config.round_to) for g in groups}
+    return {name: n - _keep_count(n, counts[name], step) for name, (n, step) in sizes.items()}
+
+
+def _check_patterns(graph: DependencyGraph, config: StructuredPruning) -> None:
+    for pattern, r in config.per_layer.items():
+        if any(g.matches(pattern) for g in graph.groups):
+            continue
+        pinned = [name for name in graph.pinned if name == pattern]
+        if pinned and r > 0:
+            raise UnsupportedError(
+                f"layer {pattern!r} cannot be pruned: {graph.pinned[pattern]}; remove it from per_layer (or set its "
+                "ratio to 0)"
+            )
+        if not pinned:
+            names = ", ".join(g.name for g in graph.groups) or "(none)"
+            raise ConfigError(f"per_layer pattern {pattern!r} matches no prunable layer; prunable groups: {names}")
+
+
+def plan_structured(
+    model: nn.Module,
+    config: StructuredPruning,
+    example_inputs: Any,
+    *,
+    data: Iterable | None = None,
+    loss_fn: Callable | None = None,
+    graph: DependencyGraph | None = None,
+) -> tuple[DependencyGraph, PruningPlan]:
+    """Analyses ``model`` and decides what to remove, without changing it: ``(graph, plan)``."""
+    graph = graph or build_dependency_graph(model, example_inputs, ignore=config.ignore)
+    scores = compute_scores(model, graph, config, data=data, loss_fn=loss_fn)
+    return graph, make_plan(select_channels(graph, scores, config))
