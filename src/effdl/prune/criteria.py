@@ -34,7 +34,7 @@ def channel_scores(group: Group, per_index: Callable[[Site], torch.Tensor | None
         >>> s = Site("fc", "weight", 0, "out")
         >>> g = Group("fc", ("fc",), "channels", [Channel(0, {s: [0]}), Channel(1, {s: [1]})])
         >>> channel_scores(g, lambda site: torch.tensor([3.0, 5.0]))
-        tensor([3., 5.])
+        tensor([3., 5.], dtype=torch.float64)
     """
     scores = torch.zeros(len(group.channels), dtype=torch.float64)
     for site in group.sites():

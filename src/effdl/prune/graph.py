@@ -888,7 +888,7 @@ def build_dependency_graph(
         >>> from effdl.models import create_model
         >>> g = build_dependency_graph(create_model("test_cnn1d"), torch.zeros(1, 1, 40))
         >>> [(grp.name, len(grp)) for grp in g.groups]
-        [('features.0', 4), ('features.4', 4)]
+        [('features.0', 4), ('features.3', 4)]
     """
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     patterns = [re.compile(p) for p in ignore]

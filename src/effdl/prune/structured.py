@@ -49,7 +49,7 @@ class StructuredPruning(Config):
         >>> StructuredPruning(ratio=1.5)
         Traceback (most recent call last):
         ...
-        effdl.core.errors.ConfigError: ratio must be in [0.0, 1.0), got ratio=1.5; use ratio=0.5 to remove half of the channels
+        effdl.core.errors.ConfigError: ratio must be in [0.0, 1.0), got ratio=1.5; use ratio=0.5 to remove half ...
     """
 
     criterion: str = "l1"
@@ -150,7 +150,7 @@ def _ratio_for(group: Group, config: StructuredPruning) -> float | None:
 def _keep_count(n: int, remove: int, step: int) -> int:
     keep = n - remove
     if step > 1:
-        keep = min(n, max(step, int(round(keep / step)) * step))
+        keep = min(n, max(step, round(keep / step) * step))
     return max(1, keep)
 
 

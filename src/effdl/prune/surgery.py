@@ -71,7 +71,7 @@ def zero_channels_(model: nn.Module, plan: PruningPlan) -> None:
     """
     with torch.no_grad():
         for (module, tensor, dim), idx in plan.removed.items():
-            mod, t = _tensor(model, module, tensor)
+            _, t = _tensor(model, module, tensor)
             if isinstance(t, nn.Parameter):
                 t.index_fill_(dim, torch.tensor(idx, dtype=torch.long), 0.0)
 
