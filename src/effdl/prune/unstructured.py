@@ -142,7 +142,7 @@ def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
                     f"mask for {name!r} has shape {tuple(mask.shape)} but the weight has {tuple(w.shape)}; "
                     "masks must come from this model"
                 )
-            w.mul_(mask.to(w.dtype))
+            w.masked_fill_(~mask.bool(), 0.0)
 
 
 def masks_from_zeros(model: nn.Module, ignore: Sequence[str] = ()) -> Masks:
