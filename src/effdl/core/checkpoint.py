@@ -116,16 +116,25 @@ def _existing(path: str | os.PathLike) -> Path:
 
 
 def _looks_like_pickle(path: Path, magic: bytes) -> bool:
-    if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80":
-        return True  # zip container of torch.save, or a raw pickle stream (protocol >= 2)
-    return path.suffix.lower() in _PICKLE_SUFFIXES and not _plausible_safetensors(path, magic)
+    if magic.startswith(b"PK\x03\x04"):
+        return True  # zip container of torch.save
+    if _plausible_safetensors(path, magic):
+        return False  # (a header size whose low byte is 0x80 must not pass for a pickle opcode)
+    if magic[:1] == b"\x80":
+        return True  # a raw pickle stream (protocol >= 2)
+    return path.suffix.lower() in _PICKLE_SUFFIXES
 
 
 def _plausible_safetensors(path: Path, magic: bytes) -> bool:
+    """An 8-byte little-endian header size that fits the file, followed by a JSON object."""
     if len(magic) < 8:
         return False
     (n,) = struct.unpack("<Q", magic)
-    return 0 < n <= path.stat().st_size - 8
+    if not 0 < n <= path.stat().st_size - 8:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(8)
+        return fh.read(1) == b"{"
 
 
 def _read_header(path: Path) -> dict[str, Any]:

@@ -28,7 +28,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any
         >>> x = torch.randn(2, 1, 40); bool((m(x) == m2(x)).all())
         True
     """
-    return save_checkpoint(path, model.state_dict(), {"kind": "model", "model": model_spec(model), **(meta or {})})
+    meta = {"kind": "model", "model": model_spec(model), **(meta or {})}
+    if getattr(model, "effdl_structure", None) == "pruned":
+        meta["structure"] = "pruned"  # shapes differ from the spec's; load_model resizes a fresh model to them
+    return save_checkpoint(path, model.state_dict(), meta)
 
 
 def load_model(
@@ -61,6 +64,13 @@ def load_model(
         raise CheckpointError(
             f"{path} holds weights but no model spec; pass model=NAME or a module (CLI: --model NAME) to load it"
         )
+    if meta.get("structure") == "pruned":
+        # Structured pruning changed the shapes; give the freshly built model the checkpoint's. (A lazy import:
+        # models sit below prune, and only pruned checkpoints need the resizing.)
+        from effdl.prune.surgery import resize_to_state_dict_
+
+        resize_to_state_dict_(target, tensors)
+        target.effdl_structure = "pruned"
     _load_state(target, tensors, path)
     return target.eval()
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effdl.core.errors import ConfigError, ShapeError
+from effdl.core.errors import ConfigError, EffdlError, ShapeError
 from effdl.core.report import ModelSummary, Report
 from effdl.measure.profiler import profile
 from effdl.prune.structured import StructuredPruning, plan_structured
@@ -26,7 +26,7 @@ def measure_summary(model: nn.Module, example_inputs: Any) -> ModelSummary:
     return profile(model, example_inputs, latency=False).summary()
 
 
-def _check_inputs(example_inputs: Any) -> tuple:
+def _check_inputs(model: nn.Module, example_inputs: Any) -> tuple:
     if example_inputs is None:
         raise ShapeError(
             "prune_ needs example_inputs (a batch the model accepts, e.g. data.example_inputs()) to trace the model"
@@ -34,6 +34,21 @@ def _check_inputs(example_inputs: Any) -> tuple:
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise ShapeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*args)
+    except EffdlError:
+        raise
+    except Exception as exc:
+        shapes = ", ".join(str(tuple(a.shape)) for a in args)
+        raise ShapeError(
+            f"{type(model).__name__} does not run on example_inputs of shape {shapes} ({type(exc).__name__}: {exc}); "
+            "pass a batch the model accepts"
+        ) from exc
+    finally:
+        model.train(was)
     return args
 
 
@@ -70,7 +85,7 @@ def prune_(
         >>> r.before.params > r.after.params, m.features[0].out_channels
         (True, 2)
     """
-    args = _check_inputs(example_inputs)
+    args = _check_inputs(model, example_inputs)
     x = args if len(args) > 1 else args[0]
     before = measure_summary(model, x)
     if isinstance(config, StructuredPruning):

@@ -1,0 +1,9 @@
+"""Export to deployment formats: ONNX (run by onnxruntime).
+
+Example:
+    >>> from effdl.export import export_onnx  # needs the onnx extra: pip install effdl[onnx]
+"""
+
+from effdl.export.onnx import export_onnx, run_onnx
+
+__all__ = ["export_onnx", "run_onnx"]
