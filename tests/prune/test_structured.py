@@ -30,7 +30,7 @@ def params(m):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_pruned_equals_zeroed_dense_and_reloads_and_exports(name, make, tmp_path):
     model, x = make(name)
-    graph, plan = plan_structured(model, StructuredPruning(ratio=0.5), x)
+    _, plan = plan_structured(model, StructuredPruning(ratio=0.5), x)
     assert plan.num_removed > 0
     zeroed = copy.deepcopy(model)
     zero_channels_(zeroed, plan)
@@ -87,7 +87,7 @@ def test_depthwise_follows_its_input(make):
     prune_(model, L1FilterPruning(ratio=0.5), example_inputs=x)
     changed = [n for n, m in dw if m.groups < before[n]]
     assert changed
-    for n, m in dw:
+    for _, m in dw:
         assert m.groups == m.in_channels == m.out_channels == m.weight.shape[0]
 
 
@@ -237,7 +237,7 @@ class _DataDependent(nn.Module):
 
 
 def test_untraceable_model_clear_error():
-    with pytest.raises(UnsupportedError, match="could not trace.*ignore="):
+    with pytest.raises(UnsupportedError, match=r"could not trace.*ignore="):
         prune_(_DataDependent(), StructuredPruning(), example_inputs=torch.randn(2, 4))
 
 
