@@ -14,7 +14,11 @@ Example:
 
 from effdl.prune.api import measure_summary, prune_
 from effdl.prune.criteria import CRITERIA, channel_scores
+from effdl.prune.dynamic import DynamicSparseTraining, DynamicSparsity, erk_densities
 from effdl.prune.graph import Channel, DependencyGraph, Group, Site, build_dependency_graph, register_module_handler
+from effdl.prune.lottery import EarlyBird, LotteryResult, LotteryTicket, RewindPoint, find_lottery_ticket, reinitialize_
+from effdl.prune.sensitivity import SensitivityResult, sensitivity_analysis
+from effdl.prune.storage import load_sparse_state_dict, save_sparse
 from effdl.prune.structured import L1FilterPruning, StructuredPruning, compute_scores, plan_structured, select_channels
 from effdl.prune.surgery import PruningPlan, make_plan, remove_channels_, resize_to_state_dict_, zero_channels_
 from effdl.prune.unstructured import (
@@ -33,12 +37,19 @@ __all__ = [
     "CRITERIA",
     "Channel",
     "DependencyGraph",
+    "DynamicSparseTraining",
+    "DynamicSparsity",
+    "EarlyBird",
     "GradualMagnitudePruning",
     "Group",
     "KeepSparsity",
     "L1FilterPruning",
+    "LotteryResult",
+    "LotteryTicket",
     "MagnitudePruning",
     "PruningPlan",
+    "RewindPoint",
+    "SensitivityResult",
     "Site",
     "StructuredPruning",
     "apply_masks_",
@@ -46,6 +57,9 @@ __all__ = [
     "channel_scores",
     "compute_scores",
     "cubic_sparsity",
+    "erk_densities",
+    "find_lottery_ticket",
+    "load_sparse_state_dict",
     "magnitude_masks",
     "make_plan",
     "masks_from_zeros",
@@ -54,9 +68,12 @@ __all__ = [
     "prunable_weights",
     "prune_",
     "register_module_handler",
+    "reinitialize_",
     "remove_channels_",
     "resize_to_state_dict_",
+    "save_sparse",
     "select_channels",
+    "sensitivity_analysis",
     "sparsity_of",
     "zero_channels_",
 ]

@@ -1,0 +1,149 @@
+"""Sensitivity analysis (Li et al., ICLR 2017, sec. 4.3): prune each group alone at several ratios, measure the
+accuracy drop without retraining, and derive per-layer ratios from a tolerance."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from effdl.core.errors import ConfigError
+from effdl.core.table import format_table
+from effdl.prune.graph import build_dependency_graph
+from effdl.prune.structured import StructuredPruning, plan_structured
+from effdl.prune.surgery import remove_channels_
+
+__all__ = ["SensitivityResult", "sensitivity_analysis"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclasses.dataclass
+class SensitivityResult:
+    """Accuracy of the unpruned model and, per group, ``[(ratio, accuracy), ...]``.
+
+    Example:
+        >>> r = SensitivityResult(0.9, {"conv1": [(0.25, 0.89), (0.5, 0.7)]})
+        >>> r.ratios_for(0.02)
+        {'conv1': 0.25}
+    """
+
+    baseline: float
+    curves: dict[str, list[tuple[float, float]]]
+
+    def ratios_for(self, tolerance: float) -> dict[str, float]:
+        """Per group, the largest ratio whose accuracy (and that of every smaller ratio) stays within ``tolerance``
+        (absolute, e.g. 0.01 = one point) of the baseline; groups that tolerate none are left out (ratio 0)."""
+        out = {}
+        for name, curve in self.curves.items():
+            best = 0.0
+            for ratio, acc in sorted(curve):
+                if self.baseline - acc > tolerance:
+                    break
+                best = ratio
+            if best > 0:
+                out[name] = best
+        return out
+
+    def to_config(self, tolerance: float, **fields: Any) -> StructuredPruning:
+        """A :class:`StructuredPruning` with ``per_layer`` ratios from :meth:`ratios_for` (other groups kept)."""
+        per_layer = {re.escape(k): v for k, v in self.ratios_for(tolerance).items()}
+        return StructuredPruning(ratio=0.0, per_layer=per_layer, **fields)
+
+    def to_table(self) -> str:
+        """Accuracy drop (points) per group and ratio."""
+        ratios = sorted({r for c in self.curves.values() for r, _ in c})
+        rows = []
+        for name, curve in self.curves.items():
+            acc = dict(curve)
+            rows.append([name, *(f"{100 * (self.baseline - acc[r]):+.1f}" if r in acc else "-" for r in ratios)])
+        headers = ["group (accuracy drop, points)", *(f"{r:.0%}" for r in ratios)]
+        return format_table(rows, headers, align="l" + "r" * len(ratios))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"baseline": self.baseline, "curves": {k: [list(p) for p in v] for k, v in self.curves.items()}}
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Saves accuracy-vs-ratio curves, one line per group (needs matplotlib)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, curve in self.curves.items():
+            xs, ys = zip(*sorted(curve), strict=True)
+            ax.plot([0, *xs], [100 * self.baseline, *(100 * y for y in ys)], marker="o", ms=3, label=name)
+        ax.set_xlabel("fraction of the group's channels removed")
+        ax.set_ylabel("test accuracy (%), no retraining")
+        ax.set_title("Pruning sensitivity per layer")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def sensitivity_analysis(
+    model: nn.Module,
+    eval_data: Dataset,
+    example_inputs: Any,
+    *,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    criterion: str = "l1",
+    ignore: Sequence[str] = (),
+    metric: Callable[[nn.Module, Dataset], float] | None = None,
+    progress: bool = False,
+) -> SensitivityResult:
+    """Prunes every group alone at each of ``ratios`` (on a copy; ``model`` is unchanged) and evaluates it.
+
+    Args:
+        model: a trained model.
+        eval_data: dataset to evaluate on (use a validation split to choose ratios).
+        example_inputs: a batch, to trace the model.
+        ratios: ratios to try, each in (0, 1).
+        criterion: which channels go at each ratio.
+        ignore: modules kept whole.
+        metric: ``f(model, data) -> score``; default top-1 accuracy.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`SensitivityResult`.
+    """
+    from effdl.train.evaluation import evaluate
+
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise ConfigError(f"ratios must each be in (0, 1), got {list(ratios)}; e.g. ratios=(0.25, 0.5, 0.75)")
+    metric = metric or (lambda m, d: evaluate(m, d)["accuracy"])
+    graph = build_dependency_graph(model, example_inputs, ignore=ignore)
+    baseline = metric(model, eval_data)
+    jobs = [(g, r) for g in graph.groups for r in ratios]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="sensitivity", unit="run")
+    curves: dict[str, list[tuple[float, float]]] = {g.name: [] for g in graph.groups}
+    for group, ratio in jobs:
+        trial = copy.deepcopy(model)
+        cfg = StructuredPruning(criterion=criterion, ratio=0.0, per_layer={re.escape(group.name): ratio})
+        _, plan = plan_structured(trial, cfg, example_inputs, graph=graph)
+        if plan.num_removed == 0:
+            continue
+        remove_channels_(trial, plan)
+        curves[group.name].append((ratio, metric(trial, eval_data)))
+    log.info("sensitivity: %d groups x %d ratios, baseline %.4f", len(graph.groups), len(ratios), baseline)
+    return SensitivityResult(baseline, {k: v for k, v in curves.items() if v})
