@@ -30,6 +30,7 @@ from effdl.core import (
 from effdl.data import DatasetSplits, get_dataset, list_datasets
 from effdl.measure import Profile, count_macs, measure_latency, profile
 from effdl.models import create_model, list_models, load_model, save_model
+from effdl.prune import L1FilterPruning, MagnitudePruning, StructuredPruning, prune_
 from effdl.train import Callback, TrainConfig, Trainer, evaluate, train_model
 
 __all__ = [
@@ -39,11 +40,14 @@ __all__ = [
     "ConfigError",
     "DatasetNotFoundError",
     "DatasetSplits",
+    "L1FilterPruning",
+    "MagnitudePruning",
     "EffdlError",
     "ModelSummary",
     "Profile",
     "Report",
     "ShapeError",
+    "StructuredPruning",
     "TrainConfig",
     "Trainer",
     "UnknownNameError",
@@ -60,6 +64,7 @@ __all__ = [
     "load_model",
     "measure_latency",
     "profile",
+    "prune_",
     "save_checkpoint",
     "save_model",
     "seed_everything",

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from effdl.cli.common import add_data_args, add_measure_args, data_options, parse_options, parse_shape
+from effdl.cli.prune import add_prune as _add_prune
 from effdl.core.checkpoint import read_metadata
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
@@ -287,4 +288,4 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTER = [_add_train, _add_eval, _add_profile, _add_models, _add_datasets]
+REGISTER = [_add_train, _add_eval, _add_profile, _add_prune, _add_models, _add_datasets]

@@ -1,0 +1,84 @@
+import json
+
+import jsonschema
+import pytest
+import torch
+
+from effdl.cli.main import main
+from effdl.core import report_schema
+from effdl.data import get_dataset
+from effdl.models import create_model, load_model, save_model
+from effdl.prune import load_sparse_state_dict
+from effdl.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    torch.manual_seed(0)
+    model = create_model("cnn1d")
+    data = get_dataset("mnist1d")
+    Trainer(model, TrainConfig(epochs=2, lr=1e-2, batch_size=128, progress=False)).fit(data.train)
+    save_model(model, path, meta={"dataset": "mnist1d"})
+    return path
+
+
+def _run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_structured_prune_finetune_prints_before_after(trained, tmp_path, capsys):
+    out_dir = tmp_path / "p"
+    code, out, _ = _run(
+        capsys, "-q", "prune", "--checkpoint", str(trained), "--method", "l1", "--ratio", "0.5",
+        "--finetune-epochs", "1", "--no-progress", "--repeats", "3", "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "| features.0 | channels |     32 |    16 |" in out
+    assert "MACs / example" in out and "before/after" in out
+    report = json.loads((out_dir / "report.json").read_text())
+    jsonschema.validate(report, report_schema())
+    assert report["after"]["macs"] < report["before"]["macs"] / 3.5
+    assert len(report["details"]["history"]) == 1
+    model = load_model(out_dir / "model.safetensors")
+    assert model.features[0].out_channels == 16
+    assert model(torch.zeros(1, 1, 40)).shape == (1, 10)
+
+
+def test_magnitude_writes_sparse_file(trained, tmp_path, capsys):
+    out_dir = tmp_path / "m"
+    code, out, _ = _run(
+        capsys, "-q", "prune", "--checkpoint", str(trained), "--method", "magnitude", "--ratio", "0.9",
+        "--global", "--no-progress", "--repeats", "2", "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, out
+    dense = (out_dir / "model.safetensors").stat().st_size
+    sparse = (out_dir / "model.sparse.safetensors").stat().st_size
+    assert sparse < dense / 4
+    sd = load_sparse_state_dict(out_dir / "model.sparse.safetensors")
+    assert (sd["features.3.weight"] == 0).float().mean() > 0.5
+
+
+def test_sensitivity_flag_derives_ratios(trained, tmp_path, capsys):
+    code, out, _ = _run(
+        capsys, "-q", "prune", "--checkpoint", str(trained), "--sensitivity", "0.05", "--no-progress",
+        "--repeats", "2", "--out", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "accuracy drop" in out and (tmp_path / "s" / "sensitivity.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ratio", "1.5"], "ratio must be in [0.0, 1.0), got ratio=1.5; use ratio=0.5"),
+        (["--per-layer", "classifier=0.5"], "'classifier' cannot be pruned"),
+        (["--per-layer", "nope=0.5"], "matches no prunable layer"),
+    ],
+)
+def test_bad_input_exits_2_with_message(trained, tmp_path, capsys, args, message):
+    code, _, err = _run(capsys, "prune", "--checkpoint", str(trained), "--out", str(tmp_path), "--no-progress", *args)
+    assert code == 2
+    assert message in err
