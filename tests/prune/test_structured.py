@@ -294,3 +294,30 @@ def test_custom_criterion_registered():
     w = model[0].weight.detach().clone()
     prune_(model, StructuredPruning(criterion="first_k", ratio=0.5), example_inputs=torch.zeros(1, 3))
     torch.testing.assert_close(model[0].weight.detach(), w[:3])
+
+
+class _Shared(nn.Module):
+    """One conv applied twice (shared weights), with different consumers."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv1d(1, 8, 3, padding=1)
+        self.shared = nn.Conv1d(8, 8, 3, padding=1)
+        self.mid = nn.Conv1d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        a = torch.relu(self.shared(torch.relu(self.stem(x))))
+        b = torch.relu(self.shared(torch.relu(self.mid(a))))
+        return self.head(b.mean(-1))
+
+
+def test_shared_module_called_twice_stays_consistent():
+    torch.manual_seed(0)
+    model, x = _Shared().eval(), torch.randn(2, 1, 12)
+    _, plan = plan_structured(model, StructuredPruning(ratio=0.5), x)
+    zeroed = copy.deepcopy(model)
+    zero_channels_(zeroed, plan)
+    remove_channels_(model, plan, x)
+    torch.testing.assert_close(model(x), zeroed(x), atol=1e-5, rtol=1e-4)
+    assert model.stem.out_channels == model.mid.out_channels == model.shared.in_channels

@@ -972,6 +972,16 @@ def _flatten_values(values: dict, arg: Any) -> list[_Info]:
 
 
 def _collect(st: _State, used_modules: list[str]) -> DependencyGraph:
+    # One tensor index can only leave with every label that uses it: unite labels sharing an index (a module
+    # called twice, e.g. shared weights, records its sites once per call).
+    owner: dict[tuple[str, str, int, int], int] = {}
+    for lab in st.order:
+        for site, idx in st.uses.get(lab, []):
+            key = (site.module, site.tensor, site.dim, idx)
+            if key in owner:
+                st.union(owner[key], lab)
+            else:
+                owner[key] = lab
     classes: dict[int, list[int]] = {}
     for lab in st.order:
         classes.setdefault(st.find(lab), []).append(lab)
