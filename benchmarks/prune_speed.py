@@ -123,7 +123,7 @@ def main() -> None:
         f"50% of the channels of every prunable group removed (L1 norm, uniform); {ROUNDS} shuffled rounds of",
         "5 timed runs each. Speedup = dense latency / pruned latency; TP = Torch-Pruning 1.6 on the same model,",
         "ratio and magnitude criterion: the widths, MACs and parameters agree exactly; the channels chosen differ",
-        "(Torch-Pruning sums the importance over every coupled tensor, effdl's l1 scores the filters, as Li et al.).",
+        "(Torch-Pruning sums the importance over every coupled tensor, effdl's l1 scores the BN-folded filters).",
         "Parameters: "
         + ", ".join(
             f"{r['model']} {human_count(r['params']['dense'])} -> {human_count(r['params']['effdl'])}"

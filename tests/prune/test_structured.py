@@ -157,6 +157,22 @@ def test_l1_removes_smallest_filters(make):
     torch.testing.assert_close(model.net[1].weight.detach(), kept_rows)
 
 
+def test_l1_folds_the_following_batchnorm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)).eval()
+    x = torch.randn(2, 1, 10)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]).view(4, 1, 1).expand(4, 1, 3))
+        model[1].weight.copy_(torch.tensor([10.0, 1.0, 1.0, 0.1]))  # BN rescales: filter 0 matters most
+    graph = build_dependency_graph(model, x)
+    assert graph.groups[0].folds == {"0": "1"}
+    raw, folded = copy.deepcopy(model), copy.deepcopy(model)
+    prune_(raw, StructuredPruning(criterion="l1_raw", ratio=0.5), example_inputs=x)
+    prune_(folded, StructuredPruning(criterion="l1", ratio=0.5), example_inputs=x)
+    assert raw[0].weight[:, 0, 0].tolist() == [3.0, 4.0]
+    assert folded[0].weight[:, 0, 0].tolist() == [1.0, 3.0]  # scores 30, 6, 9, 1.2 (times sqrt(1+eps))
+
+
 def test_ignore_keeps_layer_whole(make):
     model, x = make("cnn1d")
     prune_(model, StructuredPruning(ratio=0.5, ignore=("features.3",)), example_inputs=x)

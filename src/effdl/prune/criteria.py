@@ -62,16 +62,44 @@ def _filters(site: Site) -> bool:
     return site.role == "out" and site.tensor == "weight"
 
 
-@CRITERIA.register("l1", description="sum of |w| of each filter (Li et al. 2017)")
+def _bn_factor(group: Group, site: Site, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | float:
+    """|gamma| / sqrt(var + eps) of the BatchNorm that directly follows the producer of ``site`` (1 if none): the
+    per-filter scale that folding the BN into the conv applies."""
+    bn = group.folds.get(site.module)
+    if bn is None or f"{bn}.weight" not in tensors or f"{bn}.running_var" not in tensors:
+        return 1.0
+    gamma, var = tensors[f"{bn}.weight"].detach().double(), tensors[f"{bn}.running_var"].detach().double()
+    return gamma.abs() / (var + 1e-5).sqrt()
+
+
+def _filter_norms(group: Group, tensors, fn, *, fold: bool) -> torch.Tensor:
+    def per_index(s: Site):
+        if not _filters(s):
+            return None
+        values = _reduce(tensors[s.key], s.dim, fn).double()
+        return values * (_bn_factor(group, s, tensors) if fold else 1.0)
+
+    return channel_scores(group, per_index)
+
+
+@CRITERIA.register("l1", description="sum of |w| of each filter, BN folded in (Li et al. 2017)")
 def l1_norm(group, tensors, grads, generator):
-    """L1 norm of each channel's filters (summed over the producers a channel is shared by)."""
-    return channel_scores(group, lambda s: _reduce(tensors[s.key], s.dim, torch.abs) if _filters(s) else None)
+    """L1 norm of each channel's filters as the deployed network uses them: a BatchNorm directly after the layer is
+    folded in (filter scaled by |gamma| / sqrt(var + eps)); without BN this is exactly Li et al.'s criterion.
+    Summed over the producers a channel is shared by."""
+    return _filter_norms(group, tensors, torch.abs, fold=True)
 
 
-@CRITERIA.register("l2", description="L2 norm of each filter")
+@CRITERIA.register("l1_raw", description="sum of |w| of each filter as stored, BN ignored (Li et al. verbatim)")
+def l1_raw(group, tensors, grads, generator):
+    """L1 norm of the stored filter weights, ignoring any BatchNorm (Li et al., ICLR 2017, as written)."""
+    return _filter_norms(group, tensors, torch.abs, fold=False)
+
+
+@CRITERIA.register("l2", description="L2 norm of each filter, BN folded in")
 def l2_norm(group, tensors, grads, generator):
-    """L2 norm of each channel's filters (over all producers)."""
-    return channel_scores(group, lambda s: _reduce(tensors[s.key], s.dim, torch.square) if _filters(s) else None).sqrt()
+    """L2 norm of each channel's filters (BN folded in as for ``l1``), over all producers."""
+    return _filter_norms(group, tensors, lambda t: t.square(), fold=True).sqrt()
 
 
 @CRITERIA.register("bn_scale", description="|gamma| of the channel's norm layers (network slimming, Liu et al. 2017)")

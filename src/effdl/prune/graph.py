@@ -79,12 +79,14 @@ class Group:
         producers: names of the modules whose outputs these channels are.
         kind: ``"channels"`` or ``"heads"``.
         channels: the removable units, in index order of the first producer.
+        folds: producer -> the BatchNorm that directly follows it (and would be folded into it for inference).
     """
 
     name: str
     producers: tuple[str, ...]
     kind: str
     channels: list[Channel]
+    folds: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -905,7 +907,16 @@ def build_dependency_graph(
     st = _State(model)
     values: dict[torch.fx.Node, Any] = {}
     used_modules: list[str] = []
+    folds: dict[str, str] = {}
     for node in gm.graph.nodes:
+        src = node.args[0] if node.op == "call_module" and node.args else None
+        if isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1:
+            mod, prev = st.modules[str(node.target)], st.modules[str(src.target)]
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and isinstance(
+                prev, nn.modules.conv._ConvNd | nn.Linear
+            ):
+                folds[str(src.target)] = str(node.target)
+
         shape = _shape(node)
         if node.op in ("placeholder", "get_attr"):
             values[node] = None
@@ -940,7 +951,10 @@ def build_dependency_graph(
         elif node.op == "output":
             for v in _flatten_values(values, node.args[0]):
                 st.pin(v.labels, "they reach the model output")
-    return _collect(st, used_modules)
+    graph = _collect(st, used_modules)
+    for g in graph.groups:
+        g.folds = {p: folds[p] for p in g.producers if p in folds}
+    return graph
 
 
 def _flatten(st: _State, node: torch.fx.Node, x: _Info | None, shape) -> _Info | None:
