@@ -337,3 +337,30 @@ def test_shared_module_called_twice_stays_consistent():
     remove_channels_(model, plan, x)
     torch.testing.assert_close(model(x), zeroed(x), atol=1e-5, rtol=1e-4)
     assert model.stem.out_channels == model.mid.out_channels == model.shared.in_channels
+
+
+@pytest.mark.parametrize(
+    ("norm", "prunable"),
+    [
+        (nn.InstanceNorm2d(8, affine=True, track_running_stats=True), True),
+        (nn.GroupNorm(8, 8), True),  # one channel per group: per-channel statistics
+        (nn.GroupNorm(2, 8), False),  # statistics over 4 channels: removing one changes the others
+        (nn.BatchNorm2d(8), True),
+    ],
+)
+def test_norm_layers(norm, prunable):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), norm, nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(64, 2)
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = build_dependency_graph(model, x)
+    assert (graph.groups[0].name == "0") is prunable
+    if not prunable:
+        assert "normalizes over groups of 4 channels" in graph.pinned["0"]
+    _, plan = plan_structured(model, StructuredPruning(ratio=0.5), x)
+    zeroed = copy.deepcopy(model)
+    zero_channels_(zeroed, plan)
+    remove_channels_(model, plan, x)
+    torch.testing.assert_close(model(x), zeroed(x), atol=1e-5, rtol=1e-4)
+    assert model[0].out_channels == (4 if prunable else 8)

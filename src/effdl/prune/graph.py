@@ -306,6 +306,7 @@ def _linear_fixup(old: nn.Module, m: nn.Linear) -> None:
 
 
 def _bn_trace(st: _State, name: str, m: nn.Module, inputs: list, shape) -> Any:
+    """Per-channel norms (BatchNorm, InstanceNorm): affine terms and running statistics follow the channels."""
     x = inputs[0]
     if x is None:
         return None
@@ -323,7 +324,8 @@ def _bn_trace(st: _State, name: str, m: nn.Module, inputs: list, shape) -> Any:
 
 def _bn_fixup(old: nn.Module, m: nn.Module) -> None:
     ref = m.weight if m.weight is not None else m.running_mean
-    m.num_features = ref.shape[0]
+    if ref is not None:
+        m.num_features = ref.shape[0]
 
 
 def _groupnorm_trace(st: _State, name: str, m: nn.GroupNorm, inputs: list, shape) -> Any:
@@ -333,6 +335,9 @@ def _groupnorm_trace(st: _State, name: str, m: nn.GroupNorm, inputs: list, shape
     if x.dim != 1 or m.num_groups != m.num_channels:
         st.pin(x.labels, f"{name} normalizes over groups of {m.num_channels // m.num_groups} channels")
         return x
+    if not m.affine:  # no tensor would carry the new width; keep it (rare)
+        st.pin(x.labels, f"{name} has no affine tensors to resize")
+        return x
     if m.affine:
         st.use(x.labels, _site(name, "weight", 0, "norm"))
         st.use(x.labels, _site(name, "bias", 0, "norm"))
@@ -340,7 +345,8 @@ def _groupnorm_trace(st: _State, name: str, m: nn.GroupNorm, inputs: list, shape
 
 
 def _groupnorm_fixup(old: nn.Module, m: nn.GroupNorm) -> None:
-    m.num_channels = m.num_groups = m.weight.shape[0]
+    if old.num_groups == old.num_channels and m.weight is not None:  # only per-channel GroupNorm is ever resized
+        m.num_channels = m.num_groups = m.weight.shape[0]
 
 
 def _layernorm_trace(st: _State, name: str, m: nn.LayerNorm, inputs: list, shape) -> Any:
@@ -465,36 +471,13 @@ def _pass_trace(st: _State, name: str, m: nn.Module, inputs: list, shape) -> Any
     return out
 
 
-def _instancenorm_trace(st: _State, name: str, m: nn.Module, inputs: list, shape) -> Any:
-    x = inputs[0]
-    if x is None:
-        return None
-    if x.dim != 1:
-        st.pin(x.labels, f"{name} normalizes another dimension")
-        return x
-    if m.affine:
-        st.use(x.labels, _site(name, "weight", 0, "norm"))
-        st.use(x.labels, _site(name, "bias", 0, "norm"))
-    if m.track_running_stats:
-        st.use(x.labels, _site(name, "running_mean", 0, "stat"))
-        st.use(x.labels, _site(name, "running_var", 0, "stat"))
-    return x
-
-
-def _instancenorm_fixup(old: nn.Module, m: nn.Module) -> None:
-    ref = m.weight if m.affine else m.running_mean
-    if ref is not None:
-        m.num_features = ref.shape[0]
-
-
 _HANDLERS.extend(
     [
         (lambda m: isinstance(m, nn.modules.conv._ConvNd), _Handler(_conv_trace, _conv_fixup)),
         (lambda m: isinstance(m, nn.Linear), _Handler(_linear_trace, _linear_fixup)),
-        (lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm), _Handler(_bn_trace, _bn_fixup)),
         (
-            lambda m: isinstance(m, nn.modules.instancenorm._InstanceNorm),
-            _Handler(_instancenorm_trace, _instancenorm_fixup),
+            lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm | nn.modules.instancenorm._InstanceNorm),
+            _Handler(_bn_trace, _bn_fixup),
         ),
         (lambda m: isinstance(m, nn.GroupNorm), _Handler(_groupnorm_trace, _groupnorm_fixup)),
         (lambda m: isinstance(m, nn.LayerNorm), _Handler(_layernorm_trace, None)),
