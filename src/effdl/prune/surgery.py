@@ -105,7 +105,7 @@ def remove_channels_(model: nn.Module, plan: PruningPlan, example_inputs: Any = 
                 keep = torch.ones(t.shape[dim], dtype=torch.bool)
                 keep[torch.tensor(idx, dtype=torch.long)] = False
                 _set(mod, tensor, t.detach().index_select(dim, keep.nonzero().flatten()).clone())
-        _fix_attributes(model, old_modules)
+        _fix_attributes(model, old_modules, {module for module, _, _ in plan.removed})
         if example_inputs is not None:
             args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
             was = model.training
@@ -122,10 +122,16 @@ def remove_channels_(model: nn.Module, plan: PruningPlan, example_inputs: Any = 
         ) from exc
 
 
-def _fix_attributes(model: nn.Module, old_modules: dict[str, nn.Module]) -> None:
+def _fix_attributes(model: nn.Module, old_modules: dict[str, nn.Module], touched: set[str]) -> None:
+    """Runs the attribute fix-ups of the resized modules and of their ancestors (an attention block owns the
+    ``num_heads`` of its ``qkv``); untouched modules are left alone."""
+    scope = set()
+    for name in touched:
+        parts = name.split(".") if name else []
+        scope.update(".".join(parts[:i]) for i in range(len(parts) + 1))
     for name, mod in model.named_modules():
         fix = module_fixup(mod)
-        if fix is not None and name in old_modules:
+        if fix is not None and name in scope and name in old_modules:
             fix(old_modules[name], mod)
 
 
@@ -156,6 +162,6 @@ def resize_to_state_dict_(model: nn.Module, state_dict: Mapping[str, torch.Tenso
                 "it was saved from another architecture"
             )
         _set(mod, tensor, torch.empty(state_dict[key].shape, dtype=t.dtype))
-    _fix_attributes(model, dict(backup.named_modules()))
+    _fix_attributes(model, dict(backup.named_modules()), {k.rpartition(".")[0] for k in changed})
     log.debug("resized %d tensors to the checkpoint's shapes", len(changed))
     return changed
