@@ -9,9 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from effdl.cli.common import add_data_args, add_measure_args, data_options, parse_options, parse_shape
+from effdl.cli.common import (
+    add_data_args,
+    add_measure_args,
+    checkpoint_dataset,
+    data_options,
+    parse_options,
+    parse_shape,
+)
 from effdl.cli.prune import add_prune as _add_prune
-from effdl.core.checkpoint import read_metadata
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.core.table import format_table, human_count
@@ -154,7 +160,7 @@ def _add_eval(sub) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    dataset = args.data or _checkpoint_dataset(args.checkpoint)
+    dataset = args.data or checkpoint_dataset(args.checkpoint)
     data = get_dataset(dataset, **data_options(args))
     summary, prof = summarize(model, data, batch_size=args.batch_size, threads=args.threads, repeats=args.repeats)
     spec = model_spec(model) or {}
@@ -171,16 +177,6 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"{data.name} test accuracy {100 * summary.accuracy:.2f}%, loss {summary.loss:.4f}\n")
     _print_report(report, args.out)
     return 0
-
-
-def _checkpoint_dataset(path: str) -> str:
-    try:
-        name = read_metadata(path).get("dataset")
-    except Exception:  # noqa: BLE001 - a pickle file has no metadata; fall through to the clear error below
-        name = None
-    if not name:
-        raise ConfigError(f"{path} does not record its dataset; pass --data NAME (see `effdl datasets`)")
-    return name
 
 
 # ---------------------------------------------------------------- profile

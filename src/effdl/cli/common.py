@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from effdl.core.checkpoint import read_metadata
 from effdl.core.errors import ConfigError
 
 __all__ = ["add_data_args", "add_measure_args", "parse_options", "parse_shape"]
@@ -70,3 +71,14 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.data_root:
         options["root"] = args.data_root
     return options
+
+
+def checkpoint_dataset(path: str) -> str:
+    """The dataset a checkpoint records (``--data`` is needed when it records none)."""
+    try:
+        name = read_metadata(path).get("dataset")
+    except Exception:  # noqa: BLE001 - a pickle file has no metadata; fall through to the clear error below
+        name = None
+    if not name:
+        raise ConfigError(f"{path} does not record its dataset; pass --data NAME (see `effdl datasets`)")
+    return name

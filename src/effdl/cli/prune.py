@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effdl.cli.common import add_data_args, add_measure_args, data_options, parse_options
+from effdl.cli.common import add_data_args, add_measure_args, checkpoint_dataset, data_options, parse_options
 from effdl.core.errors import ConfigError
 from effdl.data import get_dataset
 from effdl.models import load_model, model_spec
@@ -77,11 +77,9 @@ def _config(args: argparse.Namespace):
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from effdl.cli.commands import _checkpoint_dataset
-
     config = _config(args)
     model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    data = get_dataset(args.data or _checkpoint_dataset(args.checkpoint), **data_options(args))
+    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
     name = (model_spec(model) or {}).get("name", args.model or "model")
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")

@@ -465,7 +465,7 @@ def _pass_trace(st: _State, name: str, m: nn.Module, inputs: list, shape) -> Any
     x = inputs[0] if inputs else None
     if isinstance(m, nn.PReLU) and m.num_parameters > 1 and x is not None:
         st.pin(x.labels, f"{name} has one slope per channel")  # rare; kept simple
-    out = _keep_if_same(x, inputs, shape)
+    out = _keep_if_same(x, shape)
     if out is None and x is not None:
         st.pin(x.labels, f"{name} changes the channel axis")
     return out
@@ -496,7 +496,7 @@ _HANDLERS.extend(
 # Function and method rules
 
 
-def _keep_if_same(x: _Info | None, inputs: list, shape) -> _Info | None:
+def _keep_if_same(x: _Info | None, shape) -> _Info | None:
     """Passes ``x`` on when the output has the same rank and channel count (channel-wise ops)."""
     if x is None or shape is None:
         return None
@@ -771,7 +771,7 @@ def _function_rule(st: _State, node: torch.fx.Node, values: dict) -> Any:
         _pin_all(st, node, values, "it is not followed with an untracked first operand")
         return None
     if name in _ELEMENTWISE_UNARY:
-        kept = _keep_if_same(x, [x], shape)
+        kept = _keep_if_same(x, shape)
         if kept is None:
             st.pin(x.labels, f"{node.name} changes the channel axis")
         return kept

@@ -3,6 +3,7 @@ save, report. It sits on top of the trainer, like ``train_model``."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.core.table import format_table
 from effdl.data.base import DatasetSplits
@@ -17,12 +19,13 @@ from effdl.data.loaders import make_loader, split_validation
 from effdl.models.base import model_spec
 from effdl.models.checkpoint import save_model
 from effdl.prune.api import prune_
-from effdl.prune.sensitivity import sensitivity_analysis
+from effdl.prune.sensitivity import SensitivityResult, sensitivity_analysis
 from effdl.prune.storage import save_sparse
 from effdl.prune.structured import StructuredPruning
 from effdl.prune.unstructured import KeepSparsity, MagnitudePruning
 from effdl.train.callbacks import CSVLogger
 from effdl.train.config import TrainConfig
+from effdl.train.evaluation import evaluate
 from effdl.train.loop import Trainer
 from effdl.train.run import summarize
 
@@ -31,11 +34,13 @@ __all__ = ["PruneOutcome", "prune_model"]
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass
 class PruneOutcome:
     """The pruned (and fine-tuned) model, the report, and the sensitivity result if one was computed."""
 
-    def __init__(self, model: nn.Module, report: Report, sensitivity=None) -> None:
-        self.model, self.report, self.sensitivity = model, report, sensitivity
+    model: nn.Module
+    report: Report
+    sensitivity: SensitivityResult | None = None
 
 
 def prune_model(
@@ -77,7 +82,9 @@ def prune_model(
     sens = None
     if sensitivity_tolerance is not None:
         if not isinstance(config, StructuredPruning):
-            raise TypeError("sensitivity analysis applies to structured pruning")
+            raise ConfigError(
+                "sensitivity analysis chooses per-layer ratios of structured pruning; use a structured method"
+            )
         _, val = split_validation(data.train, 0.1, seed=0)
         sens = sensitivity_analysis(model, val, x, criterion=config.criterion, ignore=config.ignore, progress=progress)
         config = sens.to_config(
@@ -87,14 +94,14 @@ def prune_model(
             sens.plot(out / "sensitivity.png")
     loader = make_loader(data.train, 64, shuffle=True, seed=0)
     report = prune_(model, config, example_inputs=x, data=loader)
-    pruned_acc, _ = summarize(model, data, batch_size=profile_batch_size, threads=threads, repeats=2)
+    pruned_acc = evaluate(model, data.test)["accuracy"]
     history: list[dict[str, Any]] = []
     if finetune is not None and finetune.epochs > 0:
         callbacks = [KeepSparsity()] if isinstance(config, MagnitudePruning) else []
         if out is not None:
             callbacks.append(CSVLogger(out / "metrics.csv"))
-        history = Trainer(model, finetune, callbacks=callbacks, out_dir=out).fit(data.train, data.test, resume=resume)
-        history = history.history
+        trainer = Trainer(model, finetune, callbacks=callbacks, out_dir=out)
+        history = trainer.fit(data.train, data.test, resume=resume).history
     after, prof = summarize(model, data, batch_size=profile_batch_size, threads=threads, repeats=repeats)
     spec = model_spec(model) or {}
     result = Report(
@@ -106,7 +113,7 @@ def prune_model(
         config={"pruning": config.to_dict(), "finetune": finetune.to_dict() if finetune else None},
         details={
             **report.details,
-            "accuracy_before_finetune": pruned_acc.accuracy,
+            "accuracy_before_finetune": pruned_acc,
             "history": history,
             "profile": prof.to_dict(),
             **({"sensitivity": sens.to_dict()} if sens else {}),
