@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from typing import Any, ClassVar, Self
 
 from effdl.core.errors import ConfigError
 
-__all__ = ["Config", "check_choice", "check_options", "check_range"]
+__all__ = ["Config", "check_choice", "check_options", "check_range", "name_matches"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -168,3 +169,20 @@ def check_options(owner: str, factory: typing.Callable, options: dict, *, reserv
     if unknown:
         listed = ", ".join(valid) or "(none)"
         raise ConfigError(f"{owner} got unknown option(s) {', '.join(map(repr, unknown))}; valid options: {listed}")
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether ``pattern`` is the module name ``name`` itself or a regular expression that matches all of it.
+
+    Example:
+        >>> name_matches("features.0", "features.0"), name_matches("features.3", r"features\\.\\d")
+        (True, True)
+        >>> name_matches("fc", "[")  # not a valid regex, and not the name
+        False
+    """
+    if name == pattern:
+        return True
+    try:
+        return re.fullmatch(pattern, name) is not None
+    except re.error:
+        return False

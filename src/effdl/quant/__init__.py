@@ -1,0 +1,64 @@
+"""Quantization: pure quantize/dequantize math, observers, BatchNorm folding, fake-quant layers for PTQ and QAT at
+any bit width (STE, LSQ), real int8 execution (torch.ao / onnxruntime), an integer-exact inference engine,
+low-bit accumulators (WrapNet), mixed precision and quantized-training studies.
+
+Example:
+    >>> import torch
+    >>> from effdl.models import create_model
+    >>> from effdl.quant import QuantConfig, quantize_
+    >>> model = create_model("test_cnn1d").eval()
+    >>> report = quantize_(model, QuantConfig(bits_w=4, bits_a=4), example_inputs=torch.randn(8, 1, 40))
+    >>> report.after.size_bytes < report.before.size_bytes
+    True
+"""
+
+from effdl.quant.api import (
+    calibrate,
+    dequantize_,
+    freeze_,
+    prepare_,
+    quantize_,
+    quantized_layers,
+    quantized_size_bytes,
+)
+from effdl.quant.config import RUNTIMES, Int8Config, QuantConfig
+from effdl.quant.fold import fold_batchnorm_, fold_bn_weights
+from effdl.quant.modules import (
+    QUANT_LAYERS,
+    Accumulator,
+    FakeQuantizer,
+    QuantConv1d,
+    QuantConv2d,
+    QuantConv3d,
+    QuantLayer,
+    QuantLinear,
+    cyclic_activation,
+)
+from effdl.quant.observers import OBSERVERS, Observer, create_observer
+
+__all__ = [
+    "OBSERVERS",
+    "QUANT_LAYERS",
+    "RUNTIMES",
+    "Accumulator",
+    "FakeQuantizer",
+    "Int8Config",
+    "Observer",
+    "QuantConfig",
+    "QuantConv1d",
+    "QuantConv2d",
+    "QuantConv3d",
+    "QuantLayer",
+    "QuantLinear",
+    "calibrate",
+    "create_observer",
+    "cyclic_activation",
+    "dequantize_",
+    "fold_batchnorm_",
+    "fold_bn_weights",
+    "freeze_",
+    "prepare_",
+    "quantize_",
+    "quantized_layers",
+    "quantized_size_bytes",
+]

@@ -1,0 +1,283 @@
+"""``quantize_``: the one verb of the quantization family for simulated (fake-quant) quantization at any bit width,
+plus calibration and the helpers around it. Real int8 execution is :func:`effdl.quant.int8.convert_int8`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from effdl.core.config import name_matches
+from effdl.core.errors import ConfigError, EffdlError, ShapeError, UnsupportedError
+from effdl.core.report import ModelSummary, Report
+from effdl.measure.profiler import profile
+from effdl.quant.config import QuantConfig
+from effdl.quant.fold import fold_batchnorm_
+from effdl.quant.modules import QUANT_LAYERS, Accumulator, FakeQuantizer, QuantLayer
+
+__all__ = [
+    "calibrate",
+    "dequantize_",
+    "freeze_",
+    "prepare_",
+    "quantize_",
+    "quantized_layers",
+    "quantized_size_bytes",
+]
+
+log = logging.getLogger(__name__)
+
+
+def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
+    """The fake-quantized layers of ``model`` by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
+    """Folds BatchNorm (if asked) and swaps every supported layer (exact ``nn.Conv1d/2d/3d`` and ``nn.Linear``)
+    that is not ignored for its fake-quantized counterpart. Returns the names of the quantized layers.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> prepare_(m, QuantConfig(bits_w=4, bits_a=None, ignore=("2",)))
+        ['0']
+    """
+    if quantized_layers(model):
+        raise ConfigError("the model is already quantized; start from the float model (or call dequantize_ first)")
+    for pattern in config.per_layer:
+        hits = [n for n, m in model.named_modules() if n and name_matches(n, pattern)]
+        bad = [n for n in hits if type(model.get_submodule(n)) not in QUANT_LAYERS]
+        if not hits:
+            raise ConfigError(f"per_layer pattern {pattern!r} matches no module; quantizable layers: {_names(model)}")
+        if bad and len(bad) == len(hits):
+            kinds = ", ".join(f"{n} ({type(model.get_submodule(n)).__name__})" for n in bad)
+            raise UnsupportedError(
+                f"per_layer pattern {pattern!r} names layers effdl cannot quantize: {kinds}; supported layer types: "
+                f"{', '.join(t.__name__ for t in QUANT_LAYERS)} (remove the entry or name a Conv/Linear layer)"
+            )
+    if config.fold_bn:
+        was = model.training
+        model.eval()
+        fold_batchnorm_(model)
+        model.train(was)
+    done = []
+    for name, module in list(model.named_modules()):
+        qtype = QUANT_LAYERS.get(type(module))
+        if qtype is None or any(name_matches(name, p) for p in config.ignore):
+            continue
+        wq = FakeQuantizer(
+            config.bits_for(name),
+            signed=True,
+            axis=0 if config.per_channel else None,
+            stochastic=config.stochastic_rounding,
+        )
+        iq = None if config.bits_a is None else FakeQuantizer(config.bits_a, signed=False, observer=config.observer)
+        acc = None
+        if config.accumulator_bits is not None:
+            acc = Accumulator(config.accumulator_bits, mode=config.accumulator_mode, cyclic=config.cyclic)
+        _set(model, name, qtype.from_float(module, weight_quant=wq, input_quant=iq, accumulator=acc))
+        done.append(name)
+    if not done:
+        raise UnsupportedError(
+            f"{type(model).__name__} has no layer effdl can quantize (supported: "
+            f"{', '.join(t.__name__ for t in QUANT_LAYERS)}); check ignore={list(config.ignore)}"
+        )
+    return done
+
+
+def _names(model: nn.Module) -> str:
+    return ", ".join(n for n, m in model.named_modules() if type(m) in QUANT_LAYERS) or "(none)"
+
+
+def _batches(data: Any) -> Iterable:
+    if isinstance(data, Dataset) and not isinstance(data, DataLoader):
+        return DataLoader(data, batch_size=64, shuffle=False)
+    return data
+
+
+def _inputs(batch: Any) -> tuple:
+    if isinstance(batch, torch.Tensor):
+        return (batch,)
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+        return (batch[0],)  # (inputs, targets)
+    raise ShapeError(f"calibration batches must be tensors or (inputs, targets) tuples, got {type(batch).__name__}")
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, data: Any, *, batches: int = 8) -> int:
+    """Runs up to ``batches`` batches of ``data`` (a DataLoader, a Dataset, or an iterable of tensors or
+    ``(inputs, targets)``) through the model in eval mode with every activation observer recording, then freezes
+    the scales. Returns the number of batches used.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 2))
+        >>> _ = prepare_(m, QuantConfig(bits_w=8, bits_a=8))
+        >>> calibrate(m, [torch.randn(8, 4) for _ in range(3)])
+        3
+    """
+    if batches < 1:
+        raise ConfigError(f"batches must be >= 1, got {batches}")
+    quantizers = [q for q in model.modules() if isinstance(q, FakeQuantizer)]
+    if not quantizers:
+        raise ConfigError("calibrate needs a quantized model; call quantize_ or prepare_ first")
+    was = model.training
+    model.eval()
+    for q in quantizers:
+        q.observing = True
+    used = 0
+    try:
+        for batch in _batches(data):
+            model(*_inputs(batch))
+            used += 1
+            if used >= batches:
+                break
+    finally:
+        for q in quantizers:
+            q.observing = False
+        model.train(was)
+    if used == 0:
+        raise ConfigError("calibration got no data (an empty dataset or loader); pass at least one batch")
+    return used
+
+
+def freeze_(model: nn.Module, frozen: bool = True) -> None:
+    """Stops (or resumes) activation observers updating in training mode, e.g. for the last epochs of QAT."""
+    for q in model.modules():
+        if isinstance(q, FakeQuantizer):
+            q.frozen = frozen
+
+
+def dequantize_(model: nn.Module) -> list[str]:
+    """Turns every fake-quantized layer back into its float layer (weights kept as trained). Returns their names."""
+    names = list(quantized_layers(model))
+    for name in names:
+        _set(model, name, model.get_submodule(name).to_float())
+    return names
+
+
+def quantized_size_bytes(model: nn.Module) -> int:
+    """Bytes of the model stored with packed integer weights: ``bits_w`` bits per quantized weight, an int32 per
+    bias of a layer with quantized inputs, a float32 per scale and zero point, float32 for everything else
+    (observer statistics and counters are not counted).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(100, 10, bias=False))
+        >>> _ = prepare_(m, QuantConfig(bits_w=4, bits_a=None, per_channel=False))
+        >>> _ = m(torch.zeros(1, 100))  # sets the weight scale
+        >>> quantized_size_bytes(m)  # 1000 weights at 4 bits + one scale and zero point
+        508
+    """
+    bits = 0
+    skip: set[int] = set()
+    for layer in quantized_layers(model).values():
+        wq = layer.weight_quant
+        if wq is not None and wq.enabled:
+            bits += layer.weight.numel() * wq.bits
+            skip.add(id(layer.weight))
+    for module in model.modules():
+        if isinstance(module, FakeQuantizer):
+            bits += 32 * (module.scale.numel() + module.zero_point.numel())
+            skip.update({id(module.scale), id(module.zero_point)})
+        if isinstance(module, Accumulator):
+            skip.update({id(module.overflows), id(module.total)})
+        if hasattr(module, "observer") and module.observer is not None:
+            skip.update(id(b) for b in module.observer.buffers())
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in skip:
+            bits += t.numel() * 32
+            skip.add(id(t))
+    return (bits + 7) // 8
+
+
+def _summary(model: nn.Module, x: Any, size: int | None = None) -> ModelSummary:
+    s = profile(model, x, latency=False).summary()
+    if size is not None:
+        s.size_bytes = size
+    return s
+
+
+def quantize_(
+    model: nn.Module,
+    config: QuantConfig,
+    *,
+    example_inputs: Any,
+    data: Any = None,
+    calibration_batches: int = 8,
+) -> Report:
+    """Quantizes ``model`` in place (simulated, fake-quant) as ``config`` says and reports what changed.
+
+    Folds BatchNorm, swaps Conv/Linear layers for fake-quantized ones, calibrates activation ranges on ``data``
+    (or on ``example_inputs`` alone when no data is given), and with ``config.lsq`` turns the scales into learned
+    parameters. The result runs as post-training quantization, or trains as QAT with the usual training loop.
+    For real int8 speed use :func:`effdl.quant.convert_int8`.
+
+    Args:
+        model: the float model (changed in place).
+        config: a :class:`QuantConfig`.
+        example_inputs: a batch the model accepts (for MACs, and calibration when ``data`` is None).
+        data: calibration batches (DataLoader, Dataset, or iterable of tensors / ``(inputs, targets)``).
+        calibration_batches: how many batches of ``data`` to use.
+
+    Returns:
+        A :class:`~effdl.core.Report`; ``after.size_bytes`` counts packed ``bits_w``-bit weights.
+
+    Example:
+        >>> from effdl.models import create_model
+        >>> m = create_model("test_cnn1d").eval()
+        >>> r = quantize_(m, QuantConfig(bits_w=4, bits_a=8), example_inputs=torch.randn(4, 1, 40))
+        >>> r.after.size_bytes < r.before.size_bytes / 4
+        True
+    """
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(
+            f"quantize_ takes a QuantConfig, got {type(config).__name__}; for real int8 execution call "
+            "convert_int8(model, Int8Config(...), example_inputs=..., data=...)"
+        )
+    if example_inputs is None or not isinstance(example_inputs, torch.Tensor):
+        raise ShapeError(
+            "quantize_ needs example_inputs, a batch tensor the model accepts (e.g. data.example_inputs())"
+        )
+    try:
+        with torch.no_grad():
+            model.eval()(example_inputs)
+    except EffdlError:
+        raise
+    except Exception as exc:
+        raise ShapeError(
+            f"{type(model).__name__} does not run on example_inputs of shape {tuple(example_inputs.shape)} "
+            f"({type(exc).__name__}: {exc}); pass a batch the model accepts"
+        ) from exc
+    before = _summary(model, example_inputs)
+    names = prepare_(model, config)
+    used = calibrate(model, data if data is not None else [example_inputs], batches=calibration_batches)
+    if config.lsq:
+        for q in model.modules():
+            if isinstance(q, FakeQuantizer):
+                q.make_learnable()
+    after = _summary(model, example_inputs, quantized_size_bytes(model))
+    layers = quantized_layers(model)
+    details = {
+        "method": "qat-lsq" if config.lsq else "fake-quant",
+        "calibration_batches": used,
+        "layers": [
+            {
+                "layer": n,
+                "type": type(m).__name__,
+                "bits_w": m.weight_quant.bits if m.weight_quant is not None else None,
+                "bits_a": m.input_quant.bits if m.input_quant is not None else None,
+                "weights": m.weight.numel(),
+            }
+            for n, m in layers.items()
+        ],
+    }
+    log.info("quantized %d layers (W%s A%s)", len(names), config.bits_w, config.bits_a)
+    return Report(command="quantize", before=before, after=after, config=config.to_dict(), details=details)

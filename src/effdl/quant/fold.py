@@ -1,0 +1,96 @@
+"""Batch-norm folding: a convolution or linear layer followed by BatchNorm becomes one layer with adjusted weights
+and bias (``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``), as every
+integer inference engine expects. Valid in eval mode (running statistics)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from effdl.core.errors import UnsupportedError
+
+__all__ = ["fold_batchnorm_", "fold_bn_weights"]
+
+log = logging.getLogger(__name__)
+
+_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def fold_bn_weights(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of the layer that equals ``bn(layer(x))`` in eval mode (output channels on axis 0).
+
+    Example:
+        >>> bn = nn.BatchNorm1d(2).eval()
+        >>> w, b = fold_bn_weights(torch.ones(2, 3), None, bn)
+        >>> w.shape, b.shape
+        (torch.Size([2, 3]), torch.Size([2]))
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise UnsupportedError(
+            "BatchNorm without running statistics (track_running_stats=False) cannot be folded; keep it unfolded"
+        )
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_var)
+    factor = gamma / torch.sqrt(bn.running_var + bn.eps)  # (out,)
+    b = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    w = weight * factor.reshape(-1, *([1] * (weight.dim() - 1)))
+    return w, (b - bn.running_mean) * factor + beta
+
+
+def _pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(layer, batchnorm) module names where the BN is the only consumer of the layer's output."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:
+        raise UnsupportedError(
+            f"torch.fx could not trace {type(model).__name__} to find Conv->BatchNorm pairs ({type(exc).__name__}: "
+            f"{exc}); make the forward traceable or pass fold_bn=False"
+        ) from exc
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), _BN):
+            continue
+        src = node.args[0] if node.args else None
+        if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
+            continue
+        layer = modules.get(src.target)
+        if isinstance(layer, _FOLDABLE) and layer.weight.shape[0] == modules[node.target].num_features:
+            pairs.append((src.target, node.target))
+    used = [t for n in gm.graph.nodes if n.op == "call_module" for t in [n.target]]
+    return [(a, b) for a, b in pairs if used.count(a) == 1 and used.count(b) == 1]
+
+
+@torch.no_grad()
+def fold_batchnorm_(model: nn.Module) -> list[tuple[str, str]]:
+    """Folds every BatchNorm that directly follows a Conv or Linear layer (and is its only consumer) into that
+    layer, and replaces the BatchNorm with ``nn.Identity``. The model must be in eval mode for the result to match.
+
+    Returns:
+        The folded ``(layer, batchnorm)`` module names.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU()).eval()
+        >>> fold_batchnorm_(m)
+        [('0', '1')]
+        >>> type(m[1]).__name__, m[0].bias is not None
+        ('Identity', True)
+    """
+    pairs = _pairs(model)
+    for layer_name, bn_name in pairs:
+        layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
+        w, b = fold_bn_weights(layer.weight, layer.bias, bn)
+        layer.weight.copy_(w)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(b.detach().clone())
+        else:
+            layer.bias.copy_(b)
+        parent_name, _, child = bn_name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+    log.info("folded %d BatchNorm layers", len(pairs))
+    return pairs
