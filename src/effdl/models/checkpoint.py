@@ -12,7 +12,7 @@ from effdl.core.checkpoint import load_checkpoint, save_checkpoint
 from effdl.core.errors import CheckpointError
 from effdl.models.base import create_model, model_spec
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["load_model", "model_from_spec", "save_model"]
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
@@ -59,7 +59,7 @@ def load_model(
         same = bool(spec) and spec.get("name") == model.lower()
         target = create_model(model, **(_build_args(spec) if same else {}))
     elif spec:
-        target = create_model(spec["name"], **_build_args(spec))
+        target = model_from_spec(spec)
     else:
         raise CheckpointError(
             f"{path} holds weights but no model spec; pass model=NAME or a module (CLI: --model NAME) to load it"
@@ -77,6 +77,17 @@ def load_model(
 
 def _build_args(spec: dict[str, Any]) -> dict[str, Any]:
     return {"input_shape": spec["input_shape"], "num_classes": spec["num_classes"], **spec.get("kwargs", {})}
+
+
+def model_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """A fresh model built from a saved :func:`~effdl.models.model_spec`.
+
+    Example:
+        >>> from effdl.models import create_model, model_spec
+        >>> type(model_from_spec(model_spec(create_model("mlp")))).__name__
+        'MLP'
+    """
+    return create_model(spec["name"], **_build_args(spec))
 
 
 def _load_state(model: nn.Module, tensors: dict, path) -> None:

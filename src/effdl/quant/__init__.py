@@ -23,6 +23,7 @@ from effdl.quant.api import (
 )
 from effdl.quant.config import RUNTIMES, Int8Config, QuantConfig
 from effdl.quant.fold import fold_batchnorm_, fold_bn_weights
+from effdl.quant.int8 import Int8Model, available_runtimes, convert_int8, load_int8
 from effdl.quant.modules import (
     QUANT_LAYERS,
     Accumulator,
@@ -43,6 +44,7 @@ __all__ = [
     "Accumulator",
     "FakeQuantizer",
     "Int8Config",
+    "Int8Model",
     "Observer",
     "QuantConfig",
     "QuantConv1d",
@@ -50,13 +52,16 @@ __all__ = [
     "QuantConv3d",
     "QuantLayer",
     "QuantLinear",
+    "available_runtimes",
     "calibrate",
+    "convert_int8",
     "create_observer",
     "cyclic_activation",
     "dequantize_",
     "fold_batchnorm_",
     "fold_bn_weights",
     "freeze_",
+    "load_int8",
     "prepare_",
     "quantize_",
     "quantized_layers",
