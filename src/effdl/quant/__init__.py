@@ -24,6 +24,7 @@ from effdl.quant.api import (
 from effdl.quant.config import RUNTIMES, Int8Config, QuantConfig
 from effdl.quant.fold import fold_batchnorm_, fold_bn_weights
 from effdl.quant.int8 import Int8Model, available_runtimes, convert_int8, load_int8
+from effdl.quant.integer import IntegerEngine, LayerAccumulatorStats, QTensor
 from effdl.quant.modules import (
     QUANT_LAYERS,
     Accumulator,
@@ -45,7 +46,10 @@ __all__ = [
     "FakeQuantizer",
     "Int8Config",
     "Int8Model",
+    "IntegerEngine",
+    "LayerAccumulatorStats",
     "Observer",
+    "QTensor",
     "QuantConfig",
     "QuantConv1d",
     "QuantConv2d",
