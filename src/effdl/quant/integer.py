@@ -71,7 +71,7 @@ class LayerAccumulatorStats:
     @property
     def bits_needed(self) -> int:
         """Two's-complement width that holds every accumulator value seen."""
-        return int(math.ceil(math.log2(self.max_abs + 1))) + 1 if self.max_abs > 0 else 1
+        return math.ceil(math.log2(self.max_abs + 1)) + 1 if self.max_abs > 0 else 1
 
     @property
     def overflow_rate(self) -> float:
@@ -183,7 +183,7 @@ class IntegerEngine:
         if target in (F.relu, torch.relu) or target == "relu":
             return dataclasses.replace(v, q=torch.maximum(v.q, v.view_param(v.zero_point)))
         if target in (torch.flatten,) or target == "flatten":
-            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0 if target is torch.flatten else 0)
+            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
             return _flatten(v, start, -1)
         if target in ("view", "reshape") or target is torch.reshape:
             shape = args[1:] if target in ("view", "reshape") else args[1]
