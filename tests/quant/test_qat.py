@@ -108,9 +108,9 @@ def test_bad_quantization_input_is_explained():
         quantize_(model, QuantConfig(per_layer={"1": 4}), example_inputs=torch.zeros(2, 4))
     with pytest.raises(ConfigError, match="calibration got no data"):
         quantize_(nn.Sequential(nn.Linear(4, 4)), QuantConfig(), example_inputs=torch.zeros(2, 4), data=[])
+    m = nn.Sequential(nn.Linear(4, 4))
+    quantize_(m, QuantConfig(), example_inputs=torch.zeros(2, 4))
     with pytest.raises(ConfigError, match="already quantized"):
-        m = nn.Sequential(nn.Linear(4, 4))
-        quantize_(m, QuantConfig(), example_inputs=torch.zeros(2, 4))
         quantize_(m, QuantConfig(), example_inputs=torch.zeros(2, 4))
 
 
