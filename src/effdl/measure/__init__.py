@@ -7,6 +7,7 @@ Example:
     400
 """
 
+from effdl.measure.curvature import hessian_trace
 from effdl.measure.latency import LatencyStats, measure_latency, num_threads
 from effdl.measure.macs import count_macs, module_macs
 from effdl.measure.memory import MemoryStats, peak_forward_memory
@@ -21,6 +22,7 @@ __all__ = [
     "count_macs",
     "count_nonzero_params",
     "count_params",
+    "hessian_trace",
     "measure_latency",
     "module_macs",
     "num_threads",

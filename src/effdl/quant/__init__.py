@@ -25,6 +25,7 @@ from effdl.quant.config import RUNTIMES, Int8Config, QuantConfig
 from effdl.quant.fold import fold_batchnorm_, fold_bn_weights
 from effdl.quant.int8 import Int8Model, available_runtimes, convert_int8, load_int8
 from effdl.quant.integer import IntegerEngine, LayerAccumulatorStats, QTensor
+from effdl.quant.mixed import MixedPrecisionResult, allocate_bits, mixed_precision
 from effdl.quant.modules import (
     QUANT_LAYERS,
     Accumulator,
@@ -37,18 +38,24 @@ from effdl.quant.modules import (
     cyclic_activation,
 )
 from effdl.quant.observers import OBSERVERS, Observer, create_observer
+from effdl.quant.qat import FreezeQuantizers, OverflowPenalty
+from effdl.quant.training import TRAINING_METHODS, QuantizedWeightTraining
 
 __all__ = [
     "OBSERVERS",
     "QUANT_LAYERS",
     "RUNTIMES",
+    "TRAINING_METHODS",
     "Accumulator",
     "FakeQuantizer",
+    "FreezeQuantizers",
     "Int8Config",
     "Int8Model",
     "IntegerEngine",
     "LayerAccumulatorStats",
+    "MixedPrecisionResult",
     "Observer",
+    "OverflowPenalty",
     "QTensor",
     "QuantConfig",
     "QuantConv1d",
@@ -56,6 +63,8 @@ __all__ = [
     "QuantConv3d",
     "QuantLayer",
     "QuantLinear",
+    "QuantizedWeightTraining",
+    "allocate_bits",
     "available_runtimes",
     "calibrate",
     "convert_int8",
@@ -66,6 +75,7 @@ __all__ = [
     "fold_bn_weights",
     "freeze_",
     "load_int8",
+    "mixed_precision",
     "prepare_",
     "quantize_",
     "quantized_layers",
