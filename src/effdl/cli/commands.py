@@ -18,6 +18,7 @@ from effdl.cli.common import (
     parse_shape,
 )
 from effdl.cli.prune import add_prune as _add_prune
+from effdl.cli.quantize import add_quantize as _add_quantize
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.core.table import format_table, human_count
@@ -284,4 +285,4 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTER = [_add_train, _add_eval, _add_profile, _add_prune, _add_models, _add_datasets]
+REGISTER = [_add_train, _add_eval, _add_profile, _add_prune, _add_quantize, _add_models, _add_datasets]

@@ -31,6 +31,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any
     meta = {"kind": "model", "model": model_spec(model), **(meta or {})}
     if getattr(model, "effdl_structure", None) == "pruned":
         meta["structure"] = "pruned"  # shapes differ from the spec's; load_model resizes a fresh model to them
+    if getattr(model, "effdl_quantization", None):
+        meta["quantization"] = model.effdl_quantization  # load_model swaps in the same fake-quant layers
     return save_checkpoint(path, model.state_dict(), meta)
 
 
@@ -71,7 +73,12 @@ def load_model(
 
         resize_to_state_dict_(target, tensors)
         target.effdl_structure = "pruned"
-    _load_state(target, tensors, path)
+    quantized = bool(meta.get("quantization"))
+    if quantized:  # a fake-quant model (QAT / simulated PTQ); quant sits above models, hence the lazy import
+        from effdl.quant.api import restore_quantized_
+
+        restore_quantized_(target, meta["quantization"])
+    _load_state(target, tensors, path, check_shapes=not quantized)
     return target.eval()
 
 
@@ -90,14 +97,14 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     return create_model(spec["name"], **_build_args(spec))
 
 
-def _load_state(model: nn.Module, tensors: dict, path) -> None:
+def _load_state(model: nn.Module, tensors: dict, path, *, check_shapes: bool = True) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     wrong = [
         f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
-        if k in tensors and tensors[k].shape != own[k].shape
+        if check_shapes and k in tensors and tensors[k].shape != own[k].shape
     ]
     if missing or unexpected or wrong:
         parts = []

@@ -20,6 +20,7 @@ from effdl.quant.api import (
     quantize_,
     quantized_layers,
     quantized_size_bytes,
+    restore_quantized_,
 )
 from effdl.quant.config import RUNTIMES, Int8Config, QuantConfig
 from effdl.quant.fold import fold_batchnorm_, fold_bn_weights
@@ -80,4 +81,5 @@ __all__ = [
     "quantize_",
     "quantized_layers",
     "quantized_size_bytes",
+    "restore_quantized_",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "quantize_",
     "quantized_layers",
     "quantized_size_bytes",
+    "restore_quantized_",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,30 @@ def calibrate(model: nn.Module, data: Any, *, batches: int = 8) -> int:
     return used
 
 
+def restore_quantized_(model: nn.Module, config: QuantConfig | dict) -> None:
+    """Turns a float model into the quantized model ``config`` describes, ready for ``load_state_dict`` of a saved
+    quantized state (learned LSQ scales included). :func:`~effdl.models.load_model` calls it for quantized
+    checkpoints.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 2))
+        >>> _ = quantize_(m, QuantConfig(bits_w=4, bits_a=4, lsq=True), example_inputs=torch.randn(8, 4))
+        >>> fresh = nn.Sequential(nn.Linear(4, 2))
+        >>> restore_quantized_(fresh, m.effdl_quantization)
+        >>> _ = fresh.load_state_dict(m.state_dict())
+        >>> x = torch.randn(3, 4)
+        >>> torch.equal(fresh.eval()(x), m.eval()(x))
+        True
+    """
+    config = QuantConfig.from_dict(config) if isinstance(config, dict) else config
+    prepare_(model, config)
+    if config.lsq:
+        for q in model.modules():
+            if isinstance(q, FakeQuantizer):
+                q.make_learnable(uncalibrated=True)
+    model.effdl_quantization = config.to_dict()
+
+
 def freeze_(model: nn.Module, frozen: bool = True) -> None:
     """Stops (or resumes) activation observers updating in training mode, e.g. for the last epochs of QAT."""
     for q in model.modules():
@@ -258,6 +283,7 @@ def quantize_(
         ) from exc
     before = _summary(model, example_inputs)
     names = prepare_(model, config)
+    model.effdl_quantization = config.to_dict()  # save_model records it, so load_model can rebuild the layers
     used = calibrate(model, data if data is not None else [example_inputs], batches=calibration_batches)
     if config.lsq:
         for q in model.modules():

@@ -49,6 +49,7 @@ class QTensor:
     axis: int | None = None
 
     def view_param(self, t: torch.Tensor) -> torch.Tensor:
+        """Reshapes a per-channel parameter ``t`` (C,) to broadcast along :attr:`axis`."""
         if t.dim() == 0 or self.axis is None:
             return t
         shape = [1] * self.q.dim()
@@ -56,6 +57,7 @@ class QTensor:
         return t.reshape(shape)
 
     def dequantize(self) -> torch.Tensor:
+        """The real values ``(q - zero_point) * scale`` as float32."""
         return ((self.q - self.view_param(self.zero_point)).double() * self.view_param(self.scale.double())).float()
 
 
@@ -75,6 +77,7 @@ class LayerAccumulatorStats:
 
     @property
     def overflow_rate(self) -> float:
+        """Fraction of accumulator outputs outside the engine's accumulator range."""
         return self.overflows / max(self.outputs, 1)
 
 

@@ -120,9 +120,10 @@ class FakeQuantizer(nn.Module):
             return  # the learned scale is not overwritten
         self.scale, self.zero_point = scale.to(x.device), zp.to(x.device)
 
-    def make_learnable(self) -> None:
-        """Turns the calibrated scale into an ``nn.Parameter`` trained with LSQ's gradient (Esser et al. 2020)."""
-        if not self.calibrated:
+    def make_learnable(self, *, uncalibrated: bool = False) -> None:
+        """Turns the calibrated scale into an ``nn.Parameter`` trained with LSQ's gradient (Esser et al. 2020).
+        ``uncalibrated=True`` allows it before calibration (the value then comes from ``load_state_dict``)."""
+        if not self.calibrated and not uncalibrated:
             raise ConfigError("make_learnable needs a calibrated quantizer; run calibration batches first")
         scale = self.scale.detach().clone()
         del self.scale
@@ -170,7 +171,13 @@ class FakeQuantizer(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("scale", "zero_point"):
             key = prefix + name
-            if key in state_dict and not isinstance(getattr(self, name), nn.Parameter):
+            if key not in state_dict:
+                continue
+            current = getattr(self, name)
+            if isinstance(current, nn.Parameter):
+                if current.shape != state_dict[key].shape:
+                    setattr(self, name, nn.Parameter(torch.empty_like(state_dict[key])))
+            else:
                 setattr(self, name, torch.empty_like(state_dict[key]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -314,6 +321,7 @@ class QuantLayer:
         return round_ste(bias / s) * s
 
     def quant_forward(self, x: torch.Tensor, op) -> torch.Tensor:
+        """``op(x_hat, w_hat, b_hat)`` then the accumulator, where ``op`` is the float layer's functional form."""
         if self.input_quant is not None:
             x = self.input_quant(x)
         w = self.weight_quant(self.weight) if self.weight_quant is not None else self.weight

@@ -1,0 +1,114 @@
+"""``effdl quantize``: quantize a saved model (real int8, simulated PTQ, or QAT) and print the before/after profile."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from effdl.cli.common import add_data_args, add_measure_args, checkpoint_dataset, data_options
+from effdl.data import get_dataset
+from effdl.models import load_model, model_spec
+from effdl.quant import OBSERVERS, RUNTIMES, Int8Config, QuantConfig
+from effdl.quant.job import METHODS, quantize_model
+from effdl.train import default_train_config
+
+__all__ = ["add_quantize"]
+
+
+def add_quantize(sub) -> None:
+    """Registers the ``quantize`` sub-command."""
+    p = sub.add_parser(
+        "quantize",
+        help="quantize a saved model: real int8 (ptq-int8), simulated PTQ at any bits, or QAT",
+        description=(
+            "ptq-int8 calibrates and runs the model in real int8 kernels (torch.ao x86 or onnxruntime; 'auto' "
+            "times both at --batch-size and keeps the faster). ptq simulates any weight/activation bit width "
+            "after calibration; qat also trains it. Prints accuracy, size and latency before and after."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="trained model file (.safetensors)")
+    p.add_argument("--model", default=None, help="model name, for checkpoints without a saved spec")
+    add_data_args(p, default=None)
+    p.add_argument("--method", default="ptq-int8", choices=METHODS, help="default ptq-int8")
+    p.add_argument("--bits-w", type=int, default=8, help="weight bits, 1-8 (ptq/qat; default 8)")
+    p.add_argument("--bits-a", type=int, default=8, help="activation bits, 1-8, or 0 for weights only (default 8)")
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES, help="int8 runtime (ptq-int8; default auto)")
+    p.add_argument("--observer", default=None, help=f"activation observer: {', '.join(OBSERVERS.names())} (ptq/qat) "
+                   "or minmax/histogram (ptq-int8)")  # fmt: skip
+    p.add_argument("--calibration-batches", type=int, default=8, help="calibration batches of 64 (default 8)")
+    p.add_argument("--lsq", action="store_true", help="learn step sizes (LSQ) during QAT")
+    p.add_argument("--mixed-precision", type=float, default=None, metavar="AVG_BITS",
+                   help="choose per-layer weight bits (2/4/8) by sensitivity under this average (ptq/qat)")  # fmt: skip
+    p.add_argument("--accumulator-bits", type=int, default=None, help="simulate b-bit accumulators (ptq/qat)")
+    p.add_argument("--ignore", action="append", default=[], metavar="NAME", help="keep this layer in float (regex)")
+    p.add_argument("--epochs", type=int, default=5, help="QAT epochs (default 5)")
+    p.add_argument("--lr", type=float, default=None, help="QAT learning rate (default: a tenth of the model's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the QAT run")
+    p.add_argument("--out", default=None, help="output folder (default runs/quantize-MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted QAT run in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
+    add_measure_args(p)
+    p.set_defaults(func=_quantize)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    bits_a = None if args.bits_a == 0 else args.bits_a
+    if args.method == "ptq-int8":
+        int8 = Int8Config(
+            runtime=args.runtime, calibration_batches=args.calibration_batches, observer=args.observer or "minmax"
+        )
+        quant = None
+    else:
+        int8 = None
+        observer = args.observer or ("moving_average" if args.method == "qat" else "minmax")
+        quant = QuantConfig(
+            bits_w=args.bits_w,
+            bits_a=bits_a,
+            observer=observer,
+            lsq=args.lsq,
+            ignore=tuple(args.ignore),
+            accumulator_bits=args.accumulator_bits,
+        )
+    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
+    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
+    name = (model_spec(model) or {}).get("name", args.model or "model")
+    train = None
+    if args.method == "qat":
+        base = default_train_config(name)
+        train = base.replace(
+            epochs=args.epochs,
+            lr=args.lr if args.lr is not None else base.lr / 10,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    out = Path(args.out or f"runs/quantize-{name}")
+    outcome = quantize_model(
+        model,
+        data,
+        method=args.method,
+        quant=quant,
+        int8=int8,
+        train=train,
+        mixed_budget=args.mixed_precision,
+        out_dir=out,
+        resume=args.resume,
+        profile_batch_size=args.batch_size,
+        threads=args.threads,
+        repeats=args.repeats,
+    )
+    report = outcome.report
+    if outcome.mixed is not None:
+        print("mixed precision (accuracy drop with one layer quantized, no retraining):")
+        print(outcome.mixed.table() + "\n")
+    if "runtime" in report.details:
+        times = ", ".join(f"{k} {v:.3f} ms" for k, v in report.details["runtime_selection_ms"].items())
+        print(
+            f"int8 runtime: {report.details['runtime']}"
+            + (f" (timed at batch {args.batch_size}: {times})" if times else "")
+        )
+    elif "accuracy_after_calibration" in report.details:
+        print(f"accuracy after calibration: {100 * report.details['accuracy_after_calibration']:.2f}%")
+    print(report.to_table())
+    print(f"\nmodel: {report.artifacts['model']}\nreport: {out / 'report.json'}")
+    return 0

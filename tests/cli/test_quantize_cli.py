@@ -1,0 +1,81 @@
+import json
+
+import jsonschema
+import pytest
+import torch
+
+from effdl.cli.main import main
+from effdl.core import report_schema
+from effdl.data import get_dataset
+from effdl.models import create_model, load_model, save_model
+from effdl.quant import load_int8, quantized_layers
+from effdl.train import TrainConfig, Trainer, evaluate
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    torch.manual_seed(0)
+    model = create_model("cnn1d")
+    data = get_dataset("mnist1d")
+    Trainer(model, TrainConfig(epochs=2, lr=1e-2, batch_size=128, progress=False)).fit(data.train)
+    save_model(model, path, meta={"dataset": "mnist1d"})
+    return path
+
+
+def _run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("runtime", ["torch-ao", "onnxruntime"])
+def test_ptq_int8_prints_before_after_and_saves_a_reloadable_model(trained, tmp_path, capsys, runtime):
+    out_dir = tmp_path / runtime
+    code, out, _ = _run(
+        capsys, "-q", "quantize", "--checkpoint", str(trained), "--method", "ptq-int8", "--runtime", runtime,
+        "--repeats", "3", "--batch-size", "8", "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, out
+    assert f"int8 runtime: {runtime}" in out and "before/after" in out
+    report = json.loads((out_dir / "report.json").read_text())
+    jsonschema.validate(report, report_schema())
+    assert report["after"]["size_bytes"] < 0.35 * report["before"]["size_bytes"]
+    assert abs(report["after"]["accuracy"] - report["before"]["accuracy"]) < 0.02
+    q = load_int8(report["artifacts"]["model"])
+    data = get_dataset("mnist1d")
+    assert abs(evaluate(q, data.test)["accuracy"] - report["after"]["accuracy"]) < 1e-9
+
+
+def test_qat_w4a4_with_lsq_saves_a_quantized_checkpoint(trained, tmp_path, capsys):
+    out_dir = tmp_path / "qat"
+    code, out, _ = _run(
+        capsys, "-q", "quantize", "--checkpoint", str(trained), "--method", "qat", "--bits-w", "4", "--bits-a", "4",
+        "--lsq", "--epochs", "1", "--no-progress", "--repeats", "3", "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, out
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["config"]["quant"]["bits_w"] == 4 and len(report["details"]["history"]) == 1
+    model = load_model(out_dir / "model.safetensors")
+    assert {m.weight_quant.bits for m in quantized_layers(model).values()} == {4}
+    data = get_dataset("mnist1d")
+    assert abs(evaluate(model, data.test)["accuracy"] - report["after"]["accuracy"]) < 1e-9
+    assert report["after"]["size_bytes"] < 0.2 * report["before"]["size_bytes"]
+
+
+def test_ptq_with_mixed_precision(trained, tmp_path, capsys):
+    out_dir = tmp_path / "mp"
+    code, out, _ = _run(
+        capsys, "-q", "quantize", "--checkpoint", str(trained), "--method", "ptq", "--mixed-precision", "4",
+        "--repeats", "3", "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "mixed precision" in out and (out_dir / "mixed_precision.png").exists()
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["details"]["mixed_precision"]["average_bits"] <= 4.0
+
+
+def test_bad_bits_are_explained(trained, capsys):
+    code, out, err = _run(capsys, "quantize", "--checkpoint", str(trained), "--method", "ptq", "--bits-w", "16")
+    assert code != 0
+    assert "bits_w must be an integer in [1, 8]" in out + err
