@@ -190,3 +190,13 @@ def test_fake_quantizer_weight_scale_follows_weights_in_training():
     q(torch.ones(2, 3))
     q(torch.full((2, 3), 2.0))
     assert torch.allclose(q.scale, torch.full((2,), 2.0 / 7))
+
+
+def test_wide_accumulators_leave_values_alone():
+    from effdl.quant import Accumulator
+
+    y = torch.randn(4, 3, 5) * 1000
+    s = torch.tensor([0.01, 0.02, 0.5])
+    for bits, mode in ((32, "wrap"), (32, "saturate"), (24, "wrap")):
+        out = Accumulator(bits, mode=mode)(y, s, channel_axis=1)
+        assert torch.allclose(out, torch.round(y / s.reshape(1, 3, 1)) * s.reshape(1, 3, 1)), (bits, mode)

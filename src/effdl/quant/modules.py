@@ -245,13 +245,13 @@ class Accumulator(nn.Module):
         s = scale.detach().reshape(shape) if scale.dim() else scale.detach()
         lo, hi = accumulator_range(self.bits)
         units = y / s
-        acc = torch.round(units.detach())
+        acc = torch.round(units.detach().double())  # float64: wrapping near 2^31 needs more than float32's 24 bits
         over = (acc < lo) | (acc > hi)
         self.overflows += int(over.sum())
         self.total += over.numel()
         half = 2.0 ** (self.bits - 1)
         self.penalty = F.relu(units.abs() - half).mean() / half if self.training else None
-        fixed = wrap_around(acc, self.bits) if self.mode == "wrap" else acc.clamp(lo, hi)
+        fixed = (wrap_around(acc, self.bits) if self.mode == "wrap" else acc.clamp(lo, hi)).to(units.dtype)
         out = units + (fixed - units).detach()  # straight-through: d out / d units = 1
         if self.cyclic:
             out = cyclic_activation(out, half, self.knee)
