@@ -2,25 +2,13 @@ import json
 
 import jsonschema
 import pytest
-import torch
 
 from effdl.cli.main import main
 from effdl.core import report_schema
 from effdl.data import get_dataset
-from effdl.models import create_model, load_model, save_model
+from effdl.models import load_model
 from effdl.quant import load_int8, quantized_layers
-from effdl.train import TrainConfig, Trainer, evaluate
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
-    torch.manual_seed(0)
-    model = create_model("cnn1d")
-    data = get_dataset("mnist1d")
-    Trainer(model, TrainConfig(epochs=2, lr=1e-2, batch_size=128, progress=False)).fit(data.train)
-    save_model(model, path, meta={"dataset": "mnist1d"})
-    return path
+from effdl.train import evaluate
 
 
 def _run(capsys, *args):
