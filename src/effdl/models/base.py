@@ -9,10 +9,19 @@ import torch
 from torch import nn
 
 from effdl.core.config import check_options
-from effdl.core.errors import ConfigError, ShapeError
+from effdl.core.errors import ConfigError, EffdlError, ShapeError
 from effdl.core.registry import Registry
 
-__all__ = ["MODELS", "InputCheck", "create_model", "expect_inputs", "list_models", "model_spec", "register_model"]
+__all__ = [
+    "MODELS",
+    "InputCheck",
+    "check_example_inputs",
+    "create_model",
+    "expect_inputs",
+    "list_models",
+    "model_spec",
+    "register_model",
+]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -218,3 +227,40 @@ def _check_dim(dim: int) -> int:
     if dim not in (1, 2):
         raise ConfigError(f"only 1D and 2D convolutions are supported, got dim={dim}")
     return dim
+
+
+def check_example_inputs(model: nn.Module, example_inputs: Any, *, caller: str) -> tuple:
+    """Runs ``model`` once (eval mode, no gradients) on ``example_inputs`` and returns them as a tuple; raises
+    :class:`ShapeError` naming ``caller`` when they are missing, not tensors, or not accepted by the model.
+
+    Example:
+        >>> check_example_inputs(nn.Linear(3, 2), torch.zeros(1, 3), caller="prune_")[0].shape
+        torch.Size([1, 3])
+        >>> check_example_inputs(nn.Linear(3, 2), None, caller="prune_")
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.ShapeError: prune_ needs example_inputs (a batch the model accepts, e.g. ...
+    """
+    if example_inputs is None:
+        raise ShapeError(
+            f"{caller} needs example_inputs (a batch the model accepts, e.g. data.example_inputs()) to trace the model"
+        )
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        raise ShapeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*args)
+    except EffdlError:
+        raise
+    except Exception as exc:
+        shapes = ", ".join(str(tuple(a.shape)) for a in args)
+        raise ShapeError(
+            f"{type(model).__name__} does not run on example_inputs of shape {shapes} ({type(exc).__name__}: {exc}); "
+            "pass a batch the model accepts"
+        ) from exc
+    finally:
+        model.train(was)
+    return args

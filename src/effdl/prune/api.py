@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
 from torch import nn
 
-from effdl.core.errors import ConfigError, EffdlError, ShapeError
+from effdl.core.errors import ConfigError
 from effdl.core.report import ModelSummary, Report
 from effdl.measure.profiler import profile
+from effdl.models.base import check_example_inputs
 from effdl.prune.structured import StructuredPruning, plan_structured
 from effdl.prune.surgery import remove_channels_
 from effdl.prune.unstructured import MagnitudePruning, apply_masks_, magnitude_masks, sparsity_of
@@ -24,32 +24,6 @@ log = logging.getLogger(__name__)
 def measure_summary(model: nn.Module, example_inputs: Any) -> ModelSummary:
     """Parameters, non-zeros, MACs and size of ``model`` (no timing)."""
     return profile(model, example_inputs, latency=False).summary()
-
-
-def _check_inputs(model: nn.Module, example_inputs: Any) -> tuple:
-    if example_inputs is None:
-        raise ShapeError(
-            "prune_ needs example_inputs (a batch the model accepts, e.g. data.example_inputs()) to trace the model"
-        )
-    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    if not all(isinstance(a, torch.Tensor) for a in args):
-        raise ShapeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*args)
-    except EffdlError:
-        raise
-    except Exception as exc:
-        shapes = ", ".join(str(tuple(a.shape)) for a in args)
-        raise ShapeError(
-            f"{type(model).__name__} does not run on example_inputs of shape {shapes} ({type(exc).__name__}: {exc}); "
-            "pass a batch the model accepts"
-        ) from exc
-    finally:
-        model.train(was)
-    return args
 
 
 def prune_(
@@ -78,6 +52,7 @@ def prune_(
         A :class:`~effdl.core.Report` with the summaries before and after and, per group, the widths.
 
     Example:
+        >>> import torch
         >>> from effdl.models import create_model
         >>> from effdl.prune import L1FilterPruning
         >>> m = create_model("test_cnn1d")
@@ -85,7 +60,7 @@ def prune_(
         >>> r.before.params > r.after.params, m.features[0].out_channels
         (True, 2)
     """
-    args = _check_inputs(model, example_inputs)
+    args = check_example_inputs(model, example_inputs, caller="prune_")
     x = args if len(args) > 1 else args[0]
     before = measure_summary(model, x)
     if isinstance(config, StructuredPruning):

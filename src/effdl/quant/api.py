@@ -4,7 +4,7 @@ plus calibration and the helpers around it. Real int8 execution is :func:`effdl.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -12,15 +12,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from effdl.core.config import name_matches
-from effdl.core.errors import ConfigError, EffdlError, ShapeError, UnsupportedError
+from effdl.core.errors import ConfigError, ShapeError, UnsupportedError
 from effdl.core.report import ModelSummary, Report
 from effdl.measure.profiler import profile
+from effdl.models.base import check_example_inputs
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
 from effdl.quant.modules import QUANT_LAYERS, Accumulator, FakeQuantizer, QuantLayer
 
 __all__ = [
     "calibrate",
+    "calibration_inputs",
     "dequantize_",
     "freeze_",
     "prepare_",
@@ -99,10 +101,30 @@ def _names(model: nn.Module) -> str:
     return ", ".join(n for n, m in model.named_modules() if type(m) in QUANT_LAYERS) or "(none)"
 
 
-def _batches(data: Any) -> Iterable:
+def _batches(data: Any, batch_size: int = 64) -> Iterable:
     if isinstance(data, Dataset) and not isinstance(data, DataLoader):
-        return DataLoader(data, batch_size=64, shuffle=False)
+        return DataLoader(data, batch_size=batch_size, shuffle=False)
     return data
+
+
+def calibration_inputs(data: Any, batches: int) -> Iterator[tuple]:
+    """Yields the input tuples of up to ``batches`` batches of ``data`` (a DataLoader, a Dataset, or an iterable of
+    tensors or ``(inputs, targets)``); raises :class:`ConfigError` if there are none.
+
+    Example:
+        >>> [x[0].shape for x in calibration_inputs([torch.zeros(2, 3)] * 5, 2)]
+        [torch.Size([2, 3]), torch.Size([2, 3])]
+    """
+    if batches < 1:
+        raise ConfigError(f"batches must be >= 1, got {batches}")
+    used = 0
+    for batch in _batches(data):
+        yield _inputs(batch)
+        used += 1
+        if used >= batches:
+            return
+    if used == 0:
+        raise ConfigError("calibration got no data (an empty dataset or loader); pass at least one batch")
 
 
 def _inputs(batch: Any) -> tuple:
@@ -125,8 +147,6 @@ def calibrate(model: nn.Module, data: Any, *, batches: int = 8) -> int:
         >>> calibrate(m, [torch.randn(8, 4) for _ in range(3)])
         3
     """
-    if batches < 1:
-        raise ConfigError(f"batches must be >= 1, got {batches}")
     quantizers = [q for q in model.modules() if isinstance(q, FakeQuantizer)]
     if not quantizers:
         raise ConfigError("calibrate needs a quantized model; call quantize_ or prepare_ first")
@@ -136,17 +156,13 @@ def calibrate(model: nn.Module, data: Any, *, batches: int = 8) -> int:
         q.observing = True
     used = 0
     try:
-        for batch in _batches(data):
-            model(*_inputs(batch))
+        for args in calibration_inputs(data, batches):
+            model(*args)
             used += 1
-            if used >= batches:
-                break
     finally:
         for q in quantizers:
             q.observing = False
         model.train(was)
-    if used == 0:
-        raise ConfigError("calibration got no data (an empty dataset or loader); pass at least one batch")
     return used
 
 
@@ -267,20 +283,11 @@ def quantize_(
             f"quantize_ takes a QuantConfig, got {type(config).__name__}; for real int8 execution call "
             "convert_int8(model, Int8Config(...), example_inputs=..., data=...)"
         )
-    if example_inputs is None or not isinstance(example_inputs, torch.Tensor):
+    if not isinstance(example_inputs, torch.Tensor):
         raise ShapeError(
             "quantize_ needs example_inputs, a batch tensor the model accepts (e.g. data.example_inputs())"
         )
-    try:
-        with torch.no_grad():
-            model.eval()(example_inputs)
-    except EffdlError:
-        raise
-    except Exception as exc:
-        raise ShapeError(
-            f"{type(model).__name__} does not run on example_inputs of shape {tuple(example_inputs.shape)} "
-            f"({type(exc).__name__}: {exc}); pass a batch the model accepts"
-        ) from exc
+    check_example_inputs(model, example_inputs, caller="quantize_")
     before = _summary(model, example_inputs)
     names = prepare_(model, config)
     model.effdl_quantization = config.to_dict()  # save_model records it, so load_model can rebuild the layers

@@ -1,10 +1,10 @@
 """Real int8 execution on the CPU: post-training quantization with calibration, lowered to torch's x86/fbgemm
 quantized kernels (``torch-ao``, FX graph mode) or to an onnxruntime static QDQ model (``onnxruntime``).
 
-Why two runtimes: measured here, torch-ao's kernels are the fastest on convolution stacks at batch 32 (about 4x
-over fp32), while onnxruntime wins on some shapes (a wide MLP at batch 32) and has the lower per-call overhead at
-batch 1. ``runtime="auto"`` builds each available runtime and keeps the one that is fastest on the batch shape the
-user deploys at. torchao's PT2E path was left out: it needs inductor freezing on CPU and failed on a
+Why two runtimes: neither was the fastest on every model and batch size tried on this CPU (torch-ao on
+convolution stacks at batch 32, onnxruntime on small nets and at batch 1; see ``benchmarks/ptq_int8.py``).
+``runtime="auto"`` builds each available runtime and keeps the one that is fastest on the batch shape the user
+deploys at. torchao's PT2E path was left out: it needs inductor freezing on CPU and failed on a
 Conv1d -> Flatten -> Linear net here.
 
 Saved files: torch-ao models as safetensors (int8 weights with their scales, the float biases and every
@@ -32,7 +32,7 @@ from torch import nn
 from effdl.core.checkpoint import load_checkpoint, save_checkpoint
 from effdl.core.errors import CheckpointError, ConfigError, UnsupportedError
 from effdl.core.io import atomic_write_bytes, atomic_write_json
-from effdl.quant.api import _batches, _inputs
+from effdl.quant.api import calibration_inputs
 from effdl.quant.config import Int8Config
 
 __all__ = ["Int8Model", "available_runtimes", "convert_int8", "load_int8"]
@@ -209,20 +209,9 @@ def _build_ao(model: nn.Module, config: Int8Config, example: torch.Tensor, data:
     with _quiet():
         prepared = _prepare_ao(model, config, example)
         with torch.no_grad():
-            _run_calibration(prepared, data, config.calibration_batches)
+            for args in calibration_inputs(data, config.calibration_batches):
+                prepared(*args)
         return convert_fx(prepared)
-
-
-def _run_calibration(fn, data: Any, batches: int) -> int:
-    used = 0
-    for batch in _batches(data):
-        fn(*_inputs(batch))
-        used += 1
-        if used >= batches:
-            break
-    if used == 0:
-        raise ConfigError("calibration got no data (an empty dataset or loader); pass at least one batch")
-    return used
 
 
 def _weighted(graph: nn.Module):
@@ -303,13 +292,9 @@ def _build_ort(model: nn.Module, config: Int8Config, example: torch.Tensor, data
         export_onnx(model, example, fp32)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         name = onnx.load(str(pre)).graph.input[0].name
-        batches = []
-        for batch in _batches(data):
-            batches.append({name: _inputs(batch)[0].detach().cpu().numpy()})
-            if len(batches) >= config.calibration_batches:
-                break
-        if not batches:
-            raise ConfigError("calibration got no data (an empty dataset or loader); pass at least one batch")
+        batches = [
+            {name: args[0].detach().cpu().numpy()} for args in calibration_inputs(data, config.calibration_batches)
+        ]
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:

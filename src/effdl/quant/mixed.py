@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from effdl.core.config import check_choice, check_range, name_matches
 from effdl.core.errors import ConfigError
 from effdl.core.table import format_table
 from effdl.measure.curvature import hessian_trace
 from effdl.measure.macs import module_macs
+from effdl.quant.api import _batches, _set
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
 from effdl.quant.math import check_bits
@@ -174,10 +174,9 @@ def allocate_bits(
 
 
 def _accuracy(model: nn.Module, data: Any) -> float:
-    loader = DataLoader(data, batch_size=512) if isinstance(data, Dataset) else data
     correct = total = 0
     with torch.no_grad():
-        for batch in loader:
+        for batch in _batches(data, 512):
             x, y = batch[0], batch[1]
             correct += int((model(x).argmax(-1) == y).sum())
             total += int(y.numel())
@@ -258,14 +257,15 @@ def mixed_precision(
             for b in bits_options:
                 trial = copy.deepcopy(base)
                 layer = trial.get_submodule(n)
-                new = QUANT_LAYERS[type(layer)].from_float(layer, weight_quant=FakeQuantizer(b, signed=True, axis=0))
-                parent, _, child = n.rpartition(".")
-                setattr(trial.get_submodule(parent) if parent else trial, child, new)
+                _set(
+                    trial,
+                    n,
+                    QUANT_LAYERS[type(layer)].from_float(layer, weight_quant=FakeQuantizer(b, signed=True, axis=0)),
+                )
                 scores[n][b] = max(0.0, baseline - _accuracy(trial, data))
     else:
-        loader = DataLoader(data, batch_size=128) if isinstance(data, Dataset) else data
         batches = []
-        for batch in loader:
+        for batch in _batches(data, 128):
             batches.append(batch)
             if len(batches) >= hessian_batches:
                 break

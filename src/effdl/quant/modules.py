@@ -247,7 +247,7 @@ class Accumulator(nn.Module):
         units = y / s
         acc = torch.round(units.detach().double())  # float64: wrapping near 2^31 needs more than float32's 24 bits
         over = (acc < lo) | (acc > hi)
-        self.overflows += int(over.sum())
+        self.overflows += over.sum()  # stays on the device: no host sync per forward
         self.total += over.numel()
         half = 2.0 ** (self.bits - 1)
         self.penalty = F.relu(units.abs() - half).mean() / half if self.training else None
@@ -296,7 +296,7 @@ class QuantLayer:
 
     def to_float(self) -> nn.Module:
         """A plain float layer with the same (unquantized) parameters."""
-        base = type(self).__mro__[2]  # QuantConv1d -> (QuantLayer, nn.Conv1d, ...)
+        base = next(f for f, q in QUANT_LAYERS.items() if q is type(self))
         new = base.__new__(base)
         new.__dict__ = self.__dict__.copy()
         new._modules = {
