@@ -72,6 +72,7 @@ def ort_sessions(model, calib, tmp: Path):
         quantize_static(str(fp32), str(tmp / "int8.onnx"), Reader())
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as effdl does: see int8._session
     sessions = {}
     for key, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 (direct)", tmp / "int8.onnx")):
         s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -193,6 +194,8 @@ def main() -> None:
         "convert_int8 with Int8Config() (runtime 'auto': each runtime timed at the serving batch size; min-max",
         "observers, per-channel weights); its size is the saved file. torchao was not compared: its int8 CPU path",
         "needs torch.compile/inductor and is built for LLM Linear layers (PT2E broke on a Conv1d net here).",
+        "Every onnxruntime session runs with intra-op spinning off: spinning pool threads slowed the PyTorch runs",
+        "timed after them 2x on this 2-core machine, which made earlier runs of this benchmark meaningless.",
     ]
     print(write_results("ptq_int8", "Post-training int8 on the CPU: effdl vs fp32 and peers", notes, table, records))
 
