@@ -1,19 +1,20 @@
 """Low-bit accumulators (WrapNet, Ni et al., ICLR 2021) on MNIST-1D: accuracy against accumulator width for
 naive wrap-around, saturation, and wrap-aware training (cyclic activation + overflow penalty).
 
-A cnn1d with 4-bit weights and activations (W4A4) is trained with QAT and 32-bit accumulators. It is then
-evaluated with b-bit accumulators that wrap around (two's complement) or saturate, without retraining; and it is
-fine-tuned with b-bit wrap-around accumulators in the forward pass, WrapNet's cyclic activation after each, and the
-overflow penalty in the loss. Every accuracy is also checked against the integer engine (pure integer arithmetic,
-same accumulator width) on the test set.
+A cnn1d with 4-bit weights and activations (W4A4, learned step sizes) is trained with QAT and 32-bit
+accumulators. It is then evaluated with b-bit accumulators that wrap around (two's complement) or saturate, without
+retraining; and it is fine-tuned with b-bit wrap-around accumulators in the forward pass, WrapNet's cyclic
+activation after each, and the overflow penalty in the loss. Every accuracy is also checked against the integer
+engine (pure integer arithmetic, same accumulator width) on the test set. Medians over seeds.
 
-Run: .venv/bin/python benchmarks/wrapnet.py   (about 5 minutes)
+Run: .venv/bin/python benchmarks/wrapnet.py   (about 6 minutes)
 Writes benchmarks/results/wrapnet.{md,json}.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 
 import torch
 
@@ -29,7 +30,8 @@ MODEL = "cnn1d"
 BITS_W, BITS_A = 4, 4
 ACC_BITS = (8, 10, 12, 16, 32)
 EPOCHS = 15
-PENALTY = 0.1
+PENALTY = 10.0
+SEEDS = (0, 1, 2)
 
 
 def engine_accuracy(model, data, bits):
@@ -42,49 +44,65 @@ def engine_accuracy(model, data, bits):
 def with_accumulators(base_state, x, calib, bits, mode, cyclic=False):
     model = create_model(MODEL).eval()
     cfg = QuantConfig(bits_w=BITS_W, bits_a=BITS_A, accumulator_bits=bits, accumulator_mode=mode, cyclic=cyclic,
-                      observer="moving_average")  # fmt: skip
+                      observer="moving_average", lsq=True)  # fmt: skip
     quantize_(model, cfg, example_inputs=x, data=calib)
     missing, unexpected = model.load_state_dict(base_state, strict=False)
     assert not unexpected and all(k.endswith(("overflows", "total")) for k in missing)
     return model
 
 
-def main() -> None:
-    torch.manual_seed(0)
-    data = get_dataset("mnist1d")
-    cfg = default_train_config(MODEL, progress=False)
+def run_seed(seed, data):
+    torch.manual_seed(seed)
+    cfg = default_train_config(MODEL, progress=False).replace(seed=seed)
     qat = cfg.replace(epochs=EPOCHS, lr=1e-3, optimizer="adam", weight_decay=0.0)
     x = data.example_inputs(64)
-    calib = make_loader(data.train, 256, shuffle=True, seed=0)
+    calib = make_loader(data.train, 256, shuffle=True, seed=seed)
     fp32 = create_model(MODEL)
     Trainer(fp32, cfg).fit(data.train)
     base = copy.deepcopy(fp32).eval()
-    quantize_(base, QuantConfig(bits_w=BITS_W, bits_a=BITS_A, observer="moving_average"), example_inputs=x, data=calib)
+    qc = QuantConfig(bits_w=BITS_W, bits_a=BITS_A, observer="moving_average", lsq=True)
+    quantize_(base, qc, example_inputs=x, data=calib)
     Trainer(base, qat).fit(data.train)
-    base_acc = evaluate(base, data.test)["accuracy"]
     state = base.state_dict()
     engine32, eng = engine_accuracy(base, data, 32)
-    need = {n: s.bits_needed for n, s in eng.stats.items()}
-    rows, records = [], []
+    rec = {
+        "seed": seed,
+        "fp32": evaluate(fp32, data.test)["accuracy"],
+        "qat, 32-bit accumulators": evaluate(base, data.test)["accuracy"],
+        "qat, integer engine": engine32,
+        "bits needed": {n: s.bits_needed for n, s in eng.stats.items()},
+        "widths": [],
+    }
     for bits in ACC_BITS:
-        rec = {"accumulator_bits": bits}
+        w = {"accumulator_bits": bits}
         for mode in ("wrap", "saturate"):
-            m = with_accumulators(state, x, calib, bits, mode)
-            rec[mode] = evaluate(m, data.test)["accuracy"]
+            w[mode] = evaluate(with_accumulators(state, x, calib, bits, mode), data.test)["accuracy"]
         m = with_accumulators(state, x, calib, bits, "wrap", cyclic=True)
-        Trainer(m, qat.replace(epochs=EPOCHS), callbacks=[OverflowPenalty(PENALTY)]).fit(data.train)
-        rec["wrap-aware"] = evaluate(m, data.test)["accuracy"]
-        rec["wrap-aware (integer engine)"], eng = engine_accuracy(m, data, bits)
-        rec["overflow rate, naive wrap"] = _overflow_rate(with_accumulators(state, x, calib, bits, "wrap"), data)
-        rec["overflow rate, wrap-aware"] = _overflow_rate(m, data)
-        records.append(rec)
+        Trainer(m, qat, callbacks=[OverflowPenalty(PENALTY)]).fit(data.train)
+        w["wrap-aware"] = evaluate(m, data.test)["accuracy"]
+        w["wrap-aware (integer engine)"], _ = engine_accuracy(m, data, bits)
+        w["overflow rate, naive wrap"] = _overflow_rate(with_accumulators(state, x, calib, bits, "wrap"), data)
+        w["overflow rate, wrap-aware"] = _overflow_rate(m, data)
+        rec["widths"].append(w)
+    return rec
+
+
+def main() -> None:
+    data = get_dataset("mnist1d")
+    records = [run_seed(seed, data) for seed in SEEDS]
+
+    def med(key, i=None):
+        return statistics.median(r[key] if i is None else r["widths"][i][key] for r in records)
+
+    rows = []
+    for i, bits in enumerate(ACC_BITS):
         rows.append([
             bits,
-            f"{100 * rec['wrap']:.2f}%",
-            f"{100 * rec['saturate']:.2f}%",
-            f"{100 * rec['wrap-aware']:.2f}%",
-            f"{100 * rec['wrap-aware (integer engine)']:.2f}%",
-            f"{100 * rec['overflow rate, naive wrap']:.2f}% / {100 * rec['overflow rate, wrap-aware']:.2f}%",
+            f"{100 * med('wrap', i):.2f}%",
+            f"{100 * med('saturate', i):.2f}%",
+            f"{100 * med('wrap-aware', i):.2f}%",
+            f"{100 * med('wrap-aware (integer engine)', i):.2f}%",
+            f"{100 * med('overflow rate, naive wrap', i):.2f}% / {100 * med('overflow rate, wrap-aware', i):.3f}%",
         ])  # fmt: skip
     headers = [
         "acc. bits",
@@ -96,15 +114,17 @@ def main() -> None:
     ]
     table = format_table(rows, headers, align="rrrrrr")
     notes = [
-        f"Model {MODEL} on MNIST-1D, W{BITS_W}A{BITS_A} (weights per channel, activations per tensor), BatchNorm",
-        f"folded. fp32: {100 * evaluate(fp32, data.test)['accuracy']:.2f}%. W{BITS_W}A{BITS_A} QAT with 32-bit",
-        f"accumulators: {100 * base_acc:.2f}% (integer engine: {100 * engine32:.2f}%). Largest accumulator width",
-        f"needed per layer: {need}. naive wrap / saturate: that model evaluated with b-bit accumulators. wrap-aware:",
-        f"fine-tuned {EPOCHS} epochs (Adam 1e-3) with b-bit wrap-around in the forward pass (straight-through",
-        "backward), the cyclic activation (knee 1/2) after every accumulator and the overflow penalty (weight",
-        f"{PENALTY}). Overflow rates: share of accumulator outputs out of range on the test set.",
+        f"Model {MODEL} on MNIST-1D, W{BITS_W}A{BITS_A} (weights per channel, activations per tensor, learned",
+        f"step sizes), BatchNorm folded. Medians over seeds {list(SEEDS)}. fp32: {100 * med('fp32'):.2f}%.",
+        f"W{BITS_W}A{BITS_A} QAT with 32-bit accumulators: {100 * med('qat, 32-bit accumulators'):.2f}%",
+        f"(integer engine: {100 * med('qat, integer engine'):.2f}%). Width needed per layer (seed {SEEDS[0]}):",
+        f"{records[0]['bits needed']}. naive wrap / saturate: that model evaluated with b-bit accumulators.",
+        f"wrap-aware: fine-tuned {EPOCHS} epochs (Adam 1e-3) with b-bit wrap-around in the forward pass",
+        "(straight-through backward), the cyclic activation (knee 1/2) after every accumulator and the overflow",
+        f"penalty (weight {PENALTY}). Overflow rates: share of accumulator outputs out of range on the test set.",
     ]
-    print(write_results("wrapnet", "Low-bit accumulators: accuracy against accumulator width", notes, table, records))
+    title = "Low-bit accumulators: accuracy against accumulator width"
+    print(write_results("wrapnet", title, notes, table, records))
 
 
 def _overflow_rate(model, data) -> float:

@@ -133,6 +133,21 @@ def test_overflow_penalty_adds_to_the_loss_when_accumulators_overflow():
     assert model[0].accumulator.overflows > 0
 
 
+def test_overflow_penalty_pushes_learned_steps_up():
+    # with LSQ the integers shrink only if the steps grow; the penalty's gradient must say so
+    train, _ = _toy()
+    model = _net()
+    x = train.tensors[0][:64]
+    quantize_(model, QuantConfig(bits_w=8, bits_a=8, accumulator_bits=8, lsq=True), example_inputs=x)
+    model.train()
+    model(x)
+    layer = model[0]
+    assert layer.accumulator.penalty > 0
+    layer.accumulator.penalty.backward()
+    assert layer.input_quant.scale.grad < 0
+    assert (layer.weight_quant.scale.grad <= 0).all() and (layer.weight_quant.scale.grad < 0).any()
+
+
 def test_freeze_quantizers_stops_range_updates():
     train, _ = _toy()
     model = _net()

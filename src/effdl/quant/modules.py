@@ -242,7 +242,8 @@ class Accumulator(nn.Module):
     def forward(self, y: torch.Tensor, scale: torch.Tensor, *, channel_axis: int) -> torch.Tensor:
         shape = [1] * y.dim()
         shape[channel_axis] = -1
-        s = scale.detach().reshape(shape) if scale.dim() else scale.detach()
+        live = scale.reshape(shape) if scale.dim() else scale
+        s = live.detach()
         lo, hi = accumulator_range(self.bits)
         units = y / s
         acc = torch.round(units.detach().double())  # float64: wrapping near 2^31 needs more than float32's 24 bits
@@ -250,7 +251,10 @@ class Accumulator(nn.Module):
         self.overflows += over.sum()  # stays on the device: no host sync per forward
         self.total += over.numel()
         half = 2.0 ** (self.bits - 1)
-        self.penalty = F.relu(units.abs() - half).mean() / half if self.training else None
+        # the penalty divides by the live scale: with learned steps (LSQ) a larger step means smaller integers, and
+        # the penalty must see that (with the scale detached it could only shrink the weights, which min-max scales
+        # follow, leaving the integers as large as before)
+        self.penalty = F.relu((y / live).abs() - half).mean() / half if self.training else None
         fixed = (wrap_around(acc, self.bits) if self.mode == "wrap" else acc.clamp(lo, hi)).to(units.dtype)
         out = units + (fixed - units).detach()  # straight-through: d out / d units = 1
         if self.cyclic:
