@@ -12,7 +12,7 @@ from effdl.core.checkpoint import load_checkpoint, save_checkpoint
 from effdl.core.errors import CheckpointError
 from effdl.models.base import create_model, model_spec
 
-__all__ = ["load_model", "model_from_spec", "save_model"]
+__all__ = ["load_model", "model_from_spec", "restore_structure_", "save_model"]
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
@@ -31,6 +31,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any
     meta = {"kind": "model", "model": model_spec(model), **(meta or {})}
     if getattr(model, "effdl_structure", None) == "pruned":
         meta["structure"] = "pruned"  # shapes differ from the spec's; load_model resizes a fresh model to them
+    if getattr(model, "effdl_factorization", None):
+        meta["factorization"] = model.effdl_factorization  # load_model rebuilds the same low-rank layers
     if getattr(model, "effdl_quantization", None):
         meta["quantization"] = model.effdl_quantization  # load_model swaps in the same fake-quant layers
     return save_checkpoint(path, model.state_dict(), meta)
@@ -66,13 +68,7 @@ def load_model(
         raise CheckpointError(
             f"{path} holds weights but no model spec; pass model=NAME or a module (CLI: --model NAME) to load it"
         )
-    if meta.get("structure") == "pruned":
-        # Structured pruning changed the shapes; give the freshly built model the checkpoint's. (A lazy import:
-        # models sit below prune, and only pruned checkpoints need the resizing.)
-        from effdl.prune.surgery import resize_to_state_dict_
-
-        resize_to_state_dict_(target, tensors)
-        target.effdl_structure = "pruned"
+    restore_structure_(target, meta, tensors)
     quantized = bool(meta.get("quantization"))
     if quantized:  # a fake-quant model (QAT / simulated PTQ); quant sits above models, hence the lazy import
         from effdl.quant.api import restore_quantized_
@@ -80,6 +76,21 @@ def load_model(
         restore_quantized_(target, meta["quantization"])
     _load_state(target, tensors, path, check_shapes=not quantized)
     return target.eval()
+
+
+def restore_structure_(model: nn.Module, meta: dict[str, Any], shapes: dict[str, Any]) -> None:
+    """Gives a freshly built model the structure of a saved one: its low-rank layers (``meta["factorization"]``)
+    and, after structured pruning (``meta["structure"] == "pruned"``), the tensor shapes in ``shapes`` (name ->
+    tensor). Lazy imports: models sit below factorize and prune, and only such checkpoints need them."""
+    if meta.get("factorization"):
+        from effdl.factorize.api import restore_factorized_
+
+        restore_factorized_(model, meta["factorization"])
+    if meta.get("structure") == "pruned":
+        from effdl.prune.surgery import resize_to_state_dict_
+
+        resize_to_state_dict_(model, shapes)
+        model.effdl_structure = "pruned"
 
 
 def _build_args(spec: dict[str, Any]) -> dict[str, Any]:

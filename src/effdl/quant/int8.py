@@ -391,6 +391,7 @@ def convert_int8(
         "config": config.to_dict(),
         "spec": model_spec(model),
         "structure": getattr(model, "effdl_structure", None),
+        "factorization": getattr(model, "effdl_factorization", None),
         "input_shape": list(example_inputs.shape[1:]),
         "threads": threads,
     }
@@ -473,11 +474,9 @@ def _float_model(meta: dict[str, Any], path: Path) -> nn.Module:
             f"{path} holds no model spec (the model was not built from effdl's registry); pass the float "
             "architecture: load_int8(path, model=MyModel())"
         )
-    from effdl.models.checkpoint import model_from_spec
+    from effdl.models.checkpoint import model_from_spec, restore_structure_
 
     model = model_from_spec(spec)
-    if meta.get("structure") == "pruned":
-        from effdl.prune.surgery import resize_to_state_dict_
-
-        resize_to_state_dict_(model, {k: torch.empty(v) for k, v in meta["float_shapes"].items()})
+    shapes = {k: torch.empty(v) for k, v in meta.get("float_shapes", {}).items()}
+    restore_structure_(model, meta, shapes)
     return model.eval()

@@ -1,0 +1,31 @@
+"""Low-rank factorization: truncated SVD of Linear layers, channel decomposition and Tucker-2 of convolutions, with
+ranks from a fixed value, an energy threshold, or a parameter/MAC budget per layer or for the whole model.
+
+Example:
+    >>> import torch
+    >>> from effdl.models import create_model
+    >>> m = create_model("test_cnn1d")
+    >>> r = factorize_(m, LowRankFactorization(selector="ratio", ratio=0.5), example_inputs=torch.zeros(2, 1, 40))
+    >>> r.after.params < r.before.params
+    True
+"""
+
+from effdl.factorize.api import factorize_, restore_factorized_
+from effdl.factorize.config import LowRankFactorization
+from effdl.factorize.layers import factorize_layer
+from effdl.factorize.math import energy_kept, energy_rank, singular_values, svd_factors, tucker2_factors
+from effdl.factorize.ranks import RANK_SELECTORS, LayerSpectrum
+
+__all__ = [
+    "RANK_SELECTORS",
+    "LayerSpectrum",
+    "LowRankFactorization",
+    "energy_kept",
+    "energy_rank",
+    "factorize_",
+    "factorize_layer",
+    "restore_factorized_",
+    "singular_values",
+    "svd_factors",
+    "tucker2_factors",
+]
