@@ -17,6 +17,8 @@ from effdl.cli.common import (
     parse_options,
     parse_shape,
 )
+from effdl.cli.compress import add_compress as _add_compress
+from effdl.cli.compress import add_sweep as _add_sweep
 from effdl.cli.prune import add_prune as _add_prune
 from effdl.cli.quantize import add_quantize as _add_quantize
 from effdl.core.errors import ConfigError
@@ -285,4 +287,14 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTER = [_add_train, _add_eval, _add_profile, _add_prune, _add_quantize, _add_models, _add_datasets]
+REGISTER = [
+    _add_train,
+    _add_eval,
+    _add_profile,
+    _add_prune,
+    _add_quantize,
+    _add_compress,
+    _add_sweep,
+    _add_models,
+    _add_datasets,
+]

@@ -4,6 +4,6 @@ Example:
     >>> from effdl.export import export_onnx  # needs the onnx extra: pip install effdl[onnx]
 """
 
-from effdl.export.onnx import export_onnx, run_onnx
+from effdl.export.onnx import OnnxModel, export_onnx, onnx_session, run_onnx
 
-__all__ = ["export_onnx", "run_onnx"]
+__all__ = ["OnnxModel", "export_onnx", "onnx_session", "run_onnx"]

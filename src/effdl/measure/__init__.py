@@ -8,7 +8,7 @@ Example:
 """
 
 from effdl.measure.curvature import hessian_trace
-from effdl.measure.latency import LatencyStats, measure_latency, num_threads
+from effdl.measure.latency import LatencyStats, compare_latency, measure_latency, num_threads
 from effdl.measure.macs import count_macs, module_macs
 from effdl.measure.memory import MemoryStats, peak_forward_memory
 from effdl.measure.profiler import LayerProfile, Profile, profile
@@ -19,6 +19,7 @@ __all__ = [
     "LayerProfile",
     "MemoryStats",
     "Profile",
+    "compare_latency",
     "count_macs",
     "count_nonzero_params",
     "count_params",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import torch
 
 from effdl.core.config import check_range
 
-__all__ = ["LatencyStats", "measure_latency", "num_threads"]
+__all__ = ["LatencyStats", "compare_latency", "measure_latency", "num_threads"]
 
 
 @dataclasses.dataclass
@@ -123,3 +124,46 @@ def measure_latency(
         if module is not None:
             module.train(was_training)
     return LatencyStats.from_samples(samples, batch_size=batch, threads=used, warmup=warmup)
+
+
+def compare_latency(
+    fns: dict[str, Callable[..., Any]],
+    example_inputs: Any,
+    *,
+    rounds: int = 7,
+    calls: int = 5,
+    min_sample_s: float = 0.01,
+    threads: int | None = None,
+) -> dict[str, LatencyStats]:
+    """Times several models side by side: every round calls each one ``calls`` times (more when needed so that
+    one sample of the fastest takes at least ``min_sample_s``; sub-millisecond calls are too short to time one by
+    one), in turn, so that load from other work on the machine hits all of them alike.
+
+    Returns:
+        For each key, the statistics of its per-round mean time per call.
+
+    Example:
+        >>> a, b = torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)
+        >>> stats = compare_latency({"wide": a, "narrow": b}, torch.zeros(4, 64), rounds=3)
+        >>> sorted(stats), stats["wide"].batch_size
+        (['narrow', 'wide'], 4)
+    """
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    with num_threads(threads), torch.inference_mode():
+        once = []
+        for fn in fns.values():
+            fn(*args)
+            t0 = time.perf_counter()
+            fn(*args)
+            once.append(time.perf_counter() - t0)
+        calls = max(calls, math.ceil(min_sample_s / max(min(once), 1e-6)))
+        for _ in range(rounds):
+            for key, fn in fns.items():
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn(*args)
+                samples[key].append((time.perf_counter() - t0) * 1e3 / calls)
+        used = torch.get_num_threads()
+    batch = int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 1
+    return {k: LatencyStats.from_samples(v, batch_size=batch, threads=used, warmup=1) for k, v in samples.items()}

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from effdl.core.errors import ConfigError
+from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
 from effdl.prune.graph import build_dependency_graph
 from effdl.prune.structured import StructuredPruning, plan_structured
@@ -76,26 +77,16 @@ class SensitivityResult:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Saves accuracy-vs-ratio curves, one line per group (needs matplotlib)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, curve in self.curves.items():
-            xs, ys = zip(*sorted(curve), strict=True)
-            ax.plot([0, *xs], [100 * self.baseline, *(100 * y for y in ys)], marker="o", ms=3, label=name)
-        ax.set_xlabel("fraction of the group's channels removed")
-        ax.set_ylabel("test accuracy (%), no retraining")
-        ax.set_title("Pruning sensitivity per layer")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        with saved_figure(path) as (_, ax):
+            for name, curve in self.curves.items():
+                xs, ys = zip(*sorted(curve), strict=True)
+                ax.plot([0, *xs], [100 * self.baseline, *(100 * y for y in ys)], marker="o", ms=3, label=name)
+            ax.set_xlabel("fraction of the group's channels removed")
+            ax.set_ylabel("test accuracy (%), no retraining")
+            ax.set_title("Pruning sensitivity per layer")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, ncol=2)
+        return Path(path)
 
 
 def sensitivity_analysis(

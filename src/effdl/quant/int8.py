@@ -19,9 +19,7 @@ import copy
 import json
 import logging
 import os
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -141,16 +139,9 @@ class Int8Model(nn.Module):
 
 
 def _session(model_bytes: bytes, threads: int | None):
-    import onnxruntime as ort
+    from effdl.export.onnx import onnx_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    # onnxruntime's pool threads busy-wait after each run by default; on a small CPU that steals the cores from
-    # whatever runs next (PyTorch ops of the same program ran 2x slower after a spinning session here)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    return onnx_session(model_bytes, threads)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -324,21 +315,6 @@ def _build_ort(model: nn.Module, config: Int8Config, example: torch.Tensor, data
 # Public API
 
 
-def _time_interleaved(fns: dict[str, Any], x: torch.Tensor, rounds: int = 7, calls: int = 5) -> dict[str, float]:
-    """Median ms per call of each function, timed in interleaved rounds so that load on the machine hits all."""
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    with torch.inference_mode():
-        for fn in fns.values():
-            fn(x)
-        for _ in range(rounds):
-            for key, fn in fns.items():
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn(x)
-                samples[key].append((time.perf_counter() - t0) * 1e3 / calls)
-    return {k: statistics.median(v) for k, v in samples.items()}
-
-
 def convert_int8(
     model: nn.Module,
     config: Int8Config | None = None,
@@ -408,10 +384,9 @@ def convert_int8(
         return next(iter(built.values()))
     n = batch_size or int(example_inputs.shape[0])
     x = example_inputs[:1].expand(n, *example_inputs.shape[1:]).contiguous()
-    from effdl.measure.latency import num_threads
+    from effdl.measure.latency import compare_latency
 
-    with num_threads(threads):
-        times = _time_interleaved({"fp32": model, **built}, x)
+    times = {k: v.median_ms for k, v in compare_latency({"fp32": model, **built}, x, threads=threads).items()}
     best = min(built, key=lambda k: times[k])
     chosen = built[best]
     chosen.selection = times

@@ -28,7 +28,7 @@ from effdl.train.evaluation import evaluate
 from effdl.train.loop import Trainer
 from effdl.train.run import summarize
 
-__all__ = ["METHODS", "QuantizeOutcome", "quantize_model"]
+__all__ = ["METHODS", "QuantizeOutcome", "quantize_model", "summarize_quantized"]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def quantize_model(
         qmodel = model
         size = report.after.size_bytes
         config = {"quant": quant.to_dict(), "train": train.to_dict() if train else None}
-    after = _summary_after(qmodel, data, before, size, profile_batch_size, threads, repeats)
+    after = summarize_quantized(qmodel, data, before, size, profile_batch_size, threads, repeats)
     spec = model_spec(model) or {}
     result = Report(
         command="quantize",
@@ -131,7 +131,7 @@ def quantize_model(
     return QuantizeOutcome(qmodel, result, mixed)
 
 
-def _summary_after(
+def summarize_quantized(
     model: nn.Module,
     data: DatasetSplits,
     before: ModelSummary,

@@ -25,6 +25,7 @@ from torch import nn
 
 from effdl.core.config import check_choice, check_range, name_matches
 from effdl.core.errors import ConfigError
+from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
 from effdl.measure.curvature import hessian_trace
 from effdl.measure.macs import module_macs
@@ -99,30 +100,21 @@ class MixedPrecisionResult:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Saves a bar chart of the chosen bits per layer over each option's sensitivity (needs matplotlib)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(self.layers) + 3), 6), sharex=True)
-        xs = range(len(self.layers))
-        ax1.bar(xs, [self.bits[n] for n in self.layers], color="tab:blue")
-        ax1.set_ylabel("weight bits")
-        ax1.set_title(f"Mixed precision ({self.kind} budget {self.budget:g} avg bits, criterion {self.criterion})")
-        for b in sorted({b for s in self.scores.values() for b in s}):
-            ys = [max(self.scores[n][b], 1e-12) for n in self.layers]
-            ax2.plot(xs, ys, marker="o", label=f"{b} bits")
-        ax2.set_yscale("log")
-        ax2.set_ylabel("sensitivity" + (" (accuracy drop)" if self.criterion == "accuracy" else " (HAWQ)"))
-        ax2.set_xticks(list(xs), self.layers, rotation=45, ha="right", fontsize=8)
-        ax2.legend(fontsize=8)
-        ax2.grid(alpha=0.3)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        size = (max(6, 0.6 * len(self.layers) + 3), 6)
+        with saved_figure(path, size=size, nrows=2, sharex=True) as (_, (ax1, ax2)):
+            xs = range(len(self.layers))
+            ax1.bar(xs, [self.bits[n] for n in self.layers], color="tab:blue")
+            ax1.set_ylabel("weight bits")
+            ax1.set_title(f"Mixed precision ({self.kind} budget {self.budget:g} avg bits, criterion {self.criterion})")
+            for b in sorted({b for s in self.scores.values() for b in s}):
+                ys = [max(self.scores[n][b], 1e-12) for n in self.layers]
+                ax2.plot(xs, ys, marker="o", label=f"{b} bits")
+            ax2.set_yscale("log")
+            ax2.set_ylabel("sensitivity" + (" (accuracy drop)" if self.criterion == "accuracy" else " (HAWQ)"))
+            ax2.set_xticks(list(xs), self.layers, rotation=45, ha="right", fontsize=8)
+            ax2.legend(fontsize=8)
+            ax2.grid(alpha=0.3)
+        return Path(path)
 
 
 def allocate_bits(

@@ -1,0 +1,157 @@
+"""Sweeps: a grid over fields of a recipe (e.g. pruning ratio x bit width), each point compressed with
+:func:`~effdl.compress.compress`, then a table and the Pareto front of accuracy against latency and size."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import logging
+import os
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from effdl.compress.pipeline import compress
+from effdl.compress.recipe import Recipe
+from effdl.compress.report import pareto_front, plot_pareto
+from effdl.core.errors import ConfigError
+from effdl.core.io import atomic_write_json, atomic_write_text
+from effdl.core.table import format_table, human_bytes
+from effdl.data.base import DatasetSplits
+
+__all__ = ["SweepPoint", "set_field", "sweep"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class SweepPoint:
+    """One recipe of the grid and where its compressed model ended up."""
+
+    name: str
+    settings: dict[str, Any]
+    accuracy: float
+    size_bytes: int
+    latency_ms: float
+    baseline_latency_ms: float
+    baseline_size_bytes: int
+    out_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def set_field(recipe: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of a recipe's plain form with the field at ``path`` (dot-separated keys and step indices, e.g.
+    ``steps.0.config.ratio``) set to ``value``.
+
+    Example:
+        >>> set_field({"steps": [{"step": "prune", "config": {"ratio": 0.5}}]}, "steps.0.config.ratio", 0.25)
+        {'steps': [{'step': 'prune', 'config': {'ratio': 0.25}}]}
+    """
+    data = copy.deepcopy(recipe)
+    node: Any = data
+    keys = path.split(".")
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"sweep field {path!r}: {key!r} is not a step index below {len(node)}")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise ConfigError(f"sweep field {path!r}: cannot go into {node!r} at {key!r}")
+    return data
+
+
+def sweep(
+    model: nn.Module,
+    data: DatasetSplits,
+    recipe: Recipe,
+    grid: dict[str, list[Any]],
+    *,
+    out_dir: str | os.PathLike,
+    batch_size: int = 32,
+    threads: int | None = None,
+    progress: bool = True,
+) -> list[SweepPoint]:
+    """Compresses ``model`` with every combination of ``grid`` values applied to ``recipe`` (each into its own
+    folder under ``OUT/runs``, so that an interrupted sweep continues where it stopped), then writes
+    ``sweep.md``, ``sweep.json`` and ``pareto.png`` into ``OUT``.
+
+    Args:
+        grid: ``{field path: values}``, e.g. ``{"steps.0.config.ratio": [0.25, 0.5, 0.75]}``.
+    """
+    if not grid or any(not isinstance(v, list | tuple) or not v for v in grid.values()):
+        raise ConfigError("a sweep grid maps recipe fields to non-empty lists, e.g. {'steps.0.config.ratio': [0.5]}")
+    out = Path(out_dir)
+    base = recipe.to_dict()
+    points = []
+    combos = list(itertools.product(*grid.values()))
+    for i, values in enumerate(combos):
+        settings = dict(zip(grid, values, strict=True))
+        plain = base
+        for path, value in settings.items():
+            plain = set_field(plain, path, value)
+        name = ", ".join(f"{p.split('.')[-1]}={v}" for p, v in settings.items())
+        plain["name"] = f"{recipe.name or 'recipe'} [{name}]"
+        run_dir = out / "runs" / f"{i:02d}-{_slug(name)}"
+        log.info("sweep %d/%d: %s", i + 1, len(combos), name)
+        result = compress(model, data, Recipe.from_dict(plain), out_dir=run_dir, batch_size=batch_size,
+                          threads=threads, progress=progress)  # fmt: skip
+        lat = result.deployment.stage_latency_ms if result.deployment else {}
+        final_key = next((k for k in lat if k.startswith(result.stages[-1].name)), None)
+        points.append(SweepPoint(
+            name=name,
+            settings=settings,
+            accuracy=result.stages[-1].summary.accuracy or 0.0,
+            size_bytes=result.stages[-1].summary.size_bytes,
+            latency_ms=lat[final_key]["median"] if final_key else result.stages[-1].summary.latency_ms,
+            baseline_latency_ms=lat.get("baseline", {}).get("median", result.stages[0].summary.latency_ms),
+            baseline_size_bytes=result.stages[0].summary.size_bytes,
+            out_dir=str(run_dir),
+        ))  # fmt: skip
+        base_summary = result.stages[0].summary
+    _write(points, base_summary, out, batch_size)
+    return points
+
+
+def _write(points: list[SweepPoint], base, out: Path, batch_size: int) -> None:
+    front = set(pareto_front([(p.latency_ms / p.baseline_latency_ms, p.accuracy) for p in points]))
+    rows = [
+        [p.name, f"{100 * p.accuracy:.2f}%", human_bytes(p.size_bytes), f"{p.baseline_size_bytes / p.size_bytes:.2f}x",
+         f"{p.latency_ms:.3f} ms", f"{p.baseline_latency_ms / p.latency_ms:.2f}x", "yes" if i in front else ""]
+        for i, p in enumerate(points)
+    ]  # fmt: skip
+    headers = ["settings", "accuracy", "size", "smaller", f"latency (b{batch_size})", "faster", "Pareto"]
+    table = format_table(rows, headers, align="lrrrrrl")
+    baseline = f"baseline: {100 * (base.accuracy or 0):.2f}%, {human_bytes(base.size_bytes)}"
+    text = f"# Sweep\n\n{baseline}; latency ratios measured side by side within each run.\n\n{table}\n\n"
+    plot = plot_pareto(
+        ["baseline", *(p.name for p in points)],
+        [base.accuracy or 0.0, *(p.accuracy for p in points)],
+        [statistics.median([p.baseline_latency_ms for p in points]), *(p.latency_ms for p in points)],
+        [float(base.size_bytes), *(float(p.size_bytes) for p in points)],
+        out / "pareto.png",
+        title=f"sweep of {len(points)} recipes (baseline red), batch {batch_size}",
+    )
+    atomic_write_text(out / "sweep.md", text + "![Pareto plot](pareto.png)\n")
+    atomic_write_json(out / "sweep.json", {"points": [p.to_dict() for p in points], "pareto": sorted(front),
+                                           "plot": str(plot)})  # fmt: skip
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=]+", "_", text).strip("_")[:60]
