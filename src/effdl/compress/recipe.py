@@ -82,6 +82,9 @@ class PruneStep(Config, Step):
     def validate(self) -> None:
         if not isinstance(self.config, StructuredPruning | MagnitudePruning):
             raise ConfigError(f"prune step: config must be StructuredPruning or MagnitudePruning, got {self.config!r}")
+        if type(self.config) not in (StructuredPruning, MagnitudePruning):  # e.g. L1FilterPruning: store the base
+            base = StructuredPruning if isinstance(self.config, StructuredPruning) else MagnitudePruning
+            object.__setattr__(self, "config", base.from_dict(self.config.to_dict()))  # so it round-trips equal
 
     def describe(self) -> str:
         if isinstance(self.config, StructuredPruning):
