@@ -23,6 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_data_args(p, default=None)
     p.add_argument("--batch-size", type=int, default=32, help="serving batch size: latency and runtime choice (32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: all)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per stage profile (default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
 
@@ -74,7 +75,7 @@ def _compress(args: argparse.Namespace) -> int:
     recipe, model, data, name, tag = _load(args)
     out = Path(args.out or f"runs/compress-{name}-{tag}")
     result = compress(model, data, recipe, out_dir=out, restart=args.restart, batch_size=args.batch_size,
-                      threads=args.threads, progress=not args.no_progress)  # fmt: skip
+                      threads=args.threads, repeats=args.repeats, progress=not args.no_progress)  # fmt: skip
     print((out / "report.md").read_text().split("## Deployment")[0].split("\n", 2)[2].strip())
     d = result.deployment
     if d is not None:
@@ -97,7 +98,7 @@ def _sweep(args: argparse.Namespace) -> int:
         grid[field.strip()] = [yaml.safe_load(v) for v in values.split(",")]
     out = Path(args.out or f"runs/sweep-{name}-{tag}")
     sweep(model, data, recipe, grid, out_dir=out, batch_size=args.batch_size, threads=args.threads,
-          progress=not args.no_progress)  # fmt: skip
+          repeats=args.repeats, progress=not args.no_progress)  # fmt: skip
     print((out / "sweep.md").read_text().split("![")[0].strip())
     print(f"\nplot: {out / 'pareto.png'}; every run: {out / 'runs'}")
     return 0

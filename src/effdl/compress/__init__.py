@@ -11,6 +11,7 @@ Example:
 """
 
 from effdl.compress.deploy import Deployment
+from effdl.compress.grid import SweepPoint, sweep
 from effdl.compress.pipeline import CompressOutcome, Stage, compress
 from effdl.compress.recipe import (
     STEP_TYPES,
@@ -22,7 +23,6 @@ from effdl.compress.recipe import (
     Recipe,
     shipped_recipes,
 )
-from effdl.compress.sweep import SweepPoint, sweep
 
 __all__ = [
     "STEP_TYPES",

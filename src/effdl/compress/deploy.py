@@ -51,6 +51,7 @@ class Deployment:
     stage_latency_ms: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict."""
         return dataclasses.asdict(self)
 
 

@@ -47,11 +47,13 @@ class Stage:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for progress.json and report.json)."""
         return {"name": self.name, "summary": self.summary.to_dict(), "path": self.path, "runtime": self.runtime,
                 "details": self.details}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Stage:
+        """Inverse of :meth:`to_dict`."""
         return cls(d["name"], ModelSummary.from_dict(d["summary"]), d["path"], d.get("runtime", "pytorch"),
                    d.get("details", {}))  # fmt: skip
 
@@ -135,6 +137,7 @@ def compress(
                           sparse=sparse, progress=progress)  # fmt: skip
         log.info("step %d/%d: %s", index + 1, len(recipe.steps), step.describe())
         current, details = RUNNERS[type(step)](current, step, ctx)
+        current.eval()  # training steps leave the model in training mode
         summary = _summary(current, data, stages[-1].summary, batch_size, threads, repeats)
         if isinstance(current, Int8Model):
             path = current.save(step_dir / "model")
@@ -185,7 +188,7 @@ def _load_progress(out: Path, recipe: Recipe, spec: dict[str, Any]) -> dict[str,
     if not path.exists():
         return {"stages": []}
     state = json.loads(path.read_text())
-    if state.get("recipe") != recipe.fingerprint() or state.get("model") != spec:
+    if state.get("recipe") != recipe.fingerprint() or state.get("model") != _jsonable(spec):
         raise ConfigError(
             f"{out} holds a run of another recipe or model; continue it with the same recipe and checkpoint, use "
             "another output folder, or start over with restart=True (CLI: --restart)"

@@ -54,9 +54,11 @@ class StepContext:
     progress: bool = True
 
     def example_inputs(self, n: int = 8):
+        """``n`` test examples, to trace the model."""
         return self.data.example_inputs(n)
 
     def calibration(self):
+        """Shuffled training batches of 64 (calibration and data-driven criteria)."""
         return make_loader(self.data.train, 64, shuffle=True, seed=0)
 
 

@@ -37,7 +37,7 @@ def energy_rank(values: torch.Tensor, energy: float) -> int:
     """The smallest rank whose leading singular values hold at least ``energy`` of the squared total.
 
     Example:
-        >>> energy_rank(torch.tensor([3.0, 1.0, 0.1]), 0.9)
+        >>> energy_rank(torch.tensor([3.0, 1.0, 0.1]), 0.85)
         1
         >>> energy_rank(torch.tensor([3.0, 1.0, 0.1]), 0.95)
         2

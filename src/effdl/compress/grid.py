@@ -42,6 +42,7 @@ class SweepPoint:
     out_dir: str
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict."""
         return dataclasses.asdict(self)
 
 
@@ -86,6 +87,7 @@ def sweep(
     out_dir: str | os.PathLike,
     batch_size: int = 32,
     threads: int | None = None,
+    repeats: int = 30,
     progress: bool = True,
 ) -> list[SweepPoint]:
     """Compresses ``model`` with every combination of ``grid`` values applied to ``recipe`` (each into its own
@@ -111,7 +113,7 @@ def sweep(
         run_dir = out / "runs" / f"{i:02d}-{_slug(name)}"
         log.info("sweep %d/%d: %s", i + 1, len(combos), name)
         result = compress(model, data, Recipe.from_dict(plain), out_dir=run_dir, batch_size=batch_size,
-                          threads=threads, progress=progress)  # fmt: skip
+                          threads=threads, repeats=repeats, progress=progress)  # fmt: skip
         lat = result.deployment.stage_latency_ms if result.deployment else {}
         final_key = next((k for k in lat if k.startswith(result.stages[-1].name)), None)
         points.append(SweepPoint(
