@@ -56,6 +56,7 @@ def test_alpha_one_trains_on_the_teacher_alone():
     student = create_model("test_cnn1d")
     cb = Distillation(teacher, DistillConfig(alpha=1.0, temperature=2.0))
     Trainer(student, TrainConfig(epochs=6, lr=1e-2, progress=False), callbacks=[cb]).fit(noise)
+    assert all(p.requires_grad for p in teacher.parameters())  # the teacher is not frozen behind the user's back
     assert _agreement(student, teacher, test) > 0.6
     assert evaluate(student, test)["accuracy"] > evaluate(teacher, test)["accuracy"] - 0.1
 

@@ -52,9 +52,7 @@ class Distillation(Callback):
         self.last: dict[str, float] = {}
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        self.teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher.eval()  # its forward runs under no_grad; its parameters are left as they are (not frozen)
         self._remove_hooks()
         student = dict(trainer.model.named_modules())
         teacher = dict(self.teacher.named_modules())
