@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh onnx
 .venv/bin/effdl train --model cnn1d --data mnist1d --out runs/quickstart --no-progress -q "$@"
-echo "trained: runs/quickstart/model.safetensors"
 echo
 .venv/bin/effdl compress default --checkpoint runs/quickstart/model.safetensors --out runs/quickstart/compressed \
   --restart --no-progress -q

@@ -11,6 +11,7 @@ Example:
 """
 
 from effdl._version import __version__
+from effdl.compress import Recipe, compress_model, sweep
 from effdl.core import (
     CheckpointError,
     Config,
@@ -28,9 +29,12 @@ from effdl.core import (
     seed_everything,
 )
 from effdl.data import DatasetSplits, get_dataset, list_datasets
+from effdl.distill import Distillation, DistillConfig
+from effdl.factorize import LowRankFactorization, factorize_
 from effdl.measure import Profile, count_macs, measure_latency, profile
 from effdl.models import create_model, list_models, load_model, save_model
 from effdl.prune import L1FilterPruning, MagnitudePruning, StructuredPruning, prune_
+from effdl.quant import Int8Config, QuantConfig, convert_int8, quantize_
 from effdl.train import Callback, TrainConfig, Trainer, evaluate, train_model
 
 __all__ = [
@@ -40,11 +44,17 @@ __all__ = [
     "ConfigError",
     "DatasetNotFoundError",
     "DatasetSplits",
+    "DistillConfig",
+    "Distillation",
     "EffdlError",
+    "Int8Config",
     "L1FilterPruning",
+    "LowRankFactorization",
     "MagnitudePruning",
     "ModelSummary",
     "Profile",
+    "QuantConfig",
+    "Recipe",
     "Report",
     "ShapeError",
     "StructuredPruning",
@@ -54,9 +64,12 @@ __all__ = [
     "UnsafeCheckpointError",
     "UnsupportedError",
     "__version__",
+    "compress_model",
+    "convert_int8",
     "count_macs",
     "create_model",
     "evaluate",
+    "factorize_",
     "get_dataset",
     "list_datasets",
     "list_models",
@@ -65,8 +78,10 @@ __all__ = [
     "measure_latency",
     "profile",
     "prune_",
+    "quantize_",
     "save_checkpoint",
     "save_model",
     "seed_everything",
+    "sweep",
     "train_model",
 ]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from effdl.cli.main import main
-from effdl.compress import FinetuneStep, PruneStep, QuantizeStep, Recipe, compress
+from effdl.compress import FinetuneStep, PruneStep, QuantizeStep, Recipe, compress_model
 from effdl.core import load_checkpoint
 from effdl.data import get_dataset
 from effdl.distill import DistillConfig
@@ -42,7 +42,7 @@ def _same(a, b):
 def reference(trained, tmp_path_factory):
     """The recipe run from Python, uninterrupted."""
     out = tmp_path_factory.mktemp("python")
-    compress(load_model(trained), get_dataset("mnist1d"), RECIPE, out_dir=out, repeats=3, progress=False)
+    compress_model(load_model(trained), get_dataset("mnist1d"), RECIPE, out_dir=out, repeats=3, progress=False)
     return out
 
 

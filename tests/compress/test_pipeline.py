@@ -4,7 +4,7 @@ import jsonschema
 import pytest
 import torch
 
-from effdl.compress import FactorizeStep, FinetuneStep, PruneStep, QuantizeStep, Recipe, compress, sweep
+from effdl.compress import FactorizeStep, FinetuneStep, PruneStep, QuantizeStep, Recipe, compress_model, sweep
 from effdl.core import ConfigError, report_schema
 from effdl.data import get_dataset
 from effdl.factorize import LowRankFactorization
@@ -27,7 +27,7 @@ def setup():
 
 def _run(setup, recipe, out, **kw):
     model, data = setup
-    return compress(model, data, recipe, out_dir=out, repeats=3, progress=False, **kw)
+    return compress_model(model, data, recipe, out_dir=out, repeats=3, progress=False, **kw)
 
 
 def test_recipe_runs_end_to_end_with_reports_and_onnx(setup, tmp_path):

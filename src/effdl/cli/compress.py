@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from effdl.cli.common import add_data_args, checkpoint_dataset, data_options
-from effdl.compress import Recipe, compress, shipped_recipes, sweep
+from effdl.compress import Recipe, compress_model, shipped_recipes, sweep
 from effdl.core.errors import ConfigError
 from effdl.data import get_dataset
 from effdl.models import load_model, model_spec
@@ -74,7 +74,7 @@ def _load(args: argparse.Namespace):
 def _compress(args: argparse.Namespace) -> int:
     recipe, model, data, name, tag = _load(args)
     out = Path(args.out or f"runs/compress-{name}-{tag}")
-    result = compress(model, data, recipe, out_dir=out, restart=args.restart, batch_size=args.batch_size,
+    result = compress_model(model, data, recipe, out_dir=out, restart=args.restart, batch_size=args.batch_size,
                       threads=args.threads, repeats=args.repeats, progress=not args.no_progress)  # fmt: skip
     print((out / "report.md").read_text().split("## Deployment")[0].split("\n", 2)[2].strip())
     d = result.deployment

@@ -12,7 +12,7 @@ Example:
 
 from effdl.compress.deploy import Deployment
 from effdl.compress.grid import SweepPoint, sweep
-from effdl.compress.pipeline import CompressOutcome, Stage, compress
+from effdl.compress.pipeline import CompressOutcome, Stage, compress_model
 from effdl.compress.recipe import (
     STEP_TYPES,
     FactorizeStep,
@@ -36,7 +36,7 @@ __all__ = [
     "Recipe",
     "Stage",
     "SweepPoint",
-    "compress",
+    "compress_model",
     "shipped_recipes",
     "sweep",
 ]

@@ -1,5 +1,5 @@
 """Sweeps: a grid over fields of a recipe (e.g. pruning ratio x bit width), each point compressed with
-:func:`~effdl.compress.compress`, then a table and the Pareto front of accuracy against latency and size."""
+:func:`~effdl.compress.compress_model`, then a table and the Pareto front of accuracy against latency and size."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from effdl.compress.pipeline import compress
+from effdl.compress.pipeline import compress_model
 from effdl.compress.recipe import Recipe
 from effdl.compress.report import pareto_front, plot_pareto
 from effdl.core.errors import ConfigError
@@ -112,7 +112,7 @@ def sweep(
         plain["name"] = f"{recipe.name or 'recipe'} [{name}]"
         run_dir = out / "runs" / f"{i:02d}-{_slug(name)}"
         log.info("sweep %d/%d: %s", i + 1, len(combos), name)
-        result = compress(model, data, Recipe.from_dict(plain), out_dir=run_dir, batch_size=batch_size,
+        result = compress_model(model, data, Recipe.from_dict(plain), out_dir=run_dir, batch_size=batch_size,
                           threads=threads, repeats=repeats, progress=progress)  # fmt: skip
         lat = result.deployment.stage_latency_ms if result.deployment else {}
         final_key = next((k for k in lat if k.startswith(result.stages[-1].name)), None)

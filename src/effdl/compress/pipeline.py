@@ -29,7 +29,7 @@ from effdl.quant.int8 import Int8Model, load_int8
 from effdl.quant.job import summarize_quantized
 from effdl.train.run import summarize
 
-__all__ = ["CompressOutcome", "Stage", "compress"]
+__all__ = ["CompressOutcome", "Stage", "compress_model"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class CompressOutcome:
     deployment: Deployment | None
 
 
-def compress(
+def compress_model(
     model: nn.Module,
     data: DatasetSplits,
     recipe: Recipe,
@@ -152,7 +152,7 @@ def compress(
         )
     deployment = deploy(current, stages, data, out / "final", batch_size=batch_size, threads=threads)
     report = Report(
-        command="compress",
+        command="compress_model",
         model=spec.get("name", type(model).__name__),
         dataset=data.name,
         before=stages[0].summary,

@@ -23,8 +23,6 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import yaml
-
 from effdl.core.config import Config
 from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_text
@@ -227,7 +225,7 @@ STEP_TYPES: dict[str, type] = {s.kind: s for s in (PruneStep, FinetuneStep, Fact
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """An ordered list of steps, saved as YAML or JSON and replayed by :func:`~effdl.compress.compress`.
+    """An ordered list of steps, saved as YAML or JSON and replayed by :func:`~effdl.compress.compress_model`.
 
     Example:
         >>> from effdl.prune import L1FilterPruning
@@ -281,6 +279,8 @@ class Recipe:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the recipe atomically: JSON for ``.json``, YAML otherwise."""
+        import yaml  # lazily: `import effdl` stays light
+
         path = Path(path)
         data = self.to_dict()
         text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
@@ -289,6 +289,8 @@ class Recipe:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
         """Reads a recipe file (YAML or JSON), or a recipe shipped under ``recipes/`` by name (e.g. ``default``)."""
+        import yaml
+
         path = _resolve(path)
         try:
             data = yaml.safe_load(path.read_text())
