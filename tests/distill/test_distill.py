@@ -5,11 +5,11 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from effdl.core import ConfigError, ShapeError
-from effdl.core.callback import Callback
 from effdl.data import get_dataset
 from effdl.distill import Distillation, DistillConfig, hint_loss, kd_loss
 from effdl.models import create_model
 from effdl.train import TrainConfig, Trainer, evaluate
+from tests.helpers import Crash, CrashAt
 
 
 def test_kd_loss_matches_the_definition():
@@ -61,19 +61,6 @@ def test_alpha_one_trains_on_the_teacher_alone():
     assert evaluate(student, test)["accuracy"] > evaluate(teacher, test)["accuracy"] - 0.1
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_batch_end(self, trainer, batch, loss):
-        if trainer.step + 1 == self.step:
-            raise _Crash
-
-
 def test_hints_train_a_regressor_and_resume_exactly(tmp_path):
     train, _ = _data(256)
     torch.manual_seed(0)
@@ -90,8 +77,8 @@ def test_hints_train_a_regressor_and_resume_exactly(tmp_path):
 
     torch.manual_seed(1)
     crashed = create_model("test_cnn1d")
-    with pytest.raises(_Crash):
-        Trainer(crashed, cfg, out_dir=tmp_path / "b", callbacks=[Distillation(teacher, dcfg), _CrashAt(11)]).fit(train)
+    with pytest.raises(Crash):
+        Trainer(crashed, cfg, out_dir=tmp_path / "b", callbacks=[Distillation(teacher, dcfg), CrashAt(11)]).fit(train)
     resumed = create_model("test_cnn1d")
     cb2 = Distillation(teacher, dcfg)
     Trainer(resumed, cfg, out_dir=tmp_path / "b", callbacks=[cb2]).fit(train, resume=True)

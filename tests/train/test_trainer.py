@@ -9,21 +9,7 @@ from effdl.core import CheckpointError, ConfigError, load_checkpoint
 from effdl.data import get_dataset
 from effdl.models import create_model
 from effdl.train import Callback, TrainConfig, Trainer, build_optimizer, build_scheduler, evaluate
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(Callback):
-    """Simulates a kill: raises after the given global step (checkpoints written so far stay on disk)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_batch_end(self, trainer, batch, loss):
-        if trainer.step + 1 == self.step:
-            raise _Crash
+from tests.helpers import Crash, CrashAt
 
 
 def _data(n=384):
@@ -60,9 +46,9 @@ def test_resume_after_kill_is_bit_identical(tmp_path, make_model, crash_step, ev
 
     torch.manual_seed(0)
     crashed = make_model()
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         Trainer(
-            crashed, cfg, out_dir=tmp_path / "b", callbacks=[CSVLogger(tmp_path / "b.csv"), _CrashAt(crash_step)]
+            crashed, cfg, out_dir=tmp_path / "b", callbacks=[CSVLogger(tmp_path / "b.csv"), CrashAt(crash_step)]
         ).fit(train, test)
 
     torch.manual_seed(123)  # a different initialization: the weights must come from the checkpoint

@@ -16,6 +16,7 @@ A recipe file (YAML or JSON) looks like this::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -55,17 +56,40 @@ def _check_train(owner: str, train: dict[str, Any]) -> None:
 
 
 class Step:
-    """A step of a recipe: a frozen config with a ``kind`` and a dict form ``{"step": kind, ...}``."""
+    """A step of a recipe: a frozen config with a ``kind`` and a dict form ``{"step": kind, ...}``. Fields named
+    in ``nested`` hold configs (written as their dicts, ``None`` allowed); the others are plain values."""
 
     kind: ClassVar[str] = ""
+    nested: ClassVar[dict[str, type]] = {}
 
     def describe(self) -> str:
         """One line for tables and logs."""
         return self.kind
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"step": kind, field: value, ...}`` with nested configs as dicts."""
+        out: dict[str, Any] = {"step": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, Config) else copy.deepcopy(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`; unknown keys are refused with the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        _no_extra(data, {"step", *names})
+        kwargs: dict[str, Any] = {}
+        for name in names:
+            value = data.get(name)
+            if value is None:  # missing or null: the field's default
+                continue
+            kwargs[name] = cls.nested[name].from_dict(value) if name in cls.nested else value
+        return cls(**kwargs)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PruneStep(Config, Step):
+class PruneStep(Step, Config):
     """Structured (channel) or magnitude (weight) pruning.
 
     Example:
@@ -103,7 +127,7 @@ class PruneStep(Config, Step):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FinetuneStep(Config, Step):
+class FinetuneStep(Step, Config):
     """Training from the current weights, optionally distilling from the uncompressed model.
 
     ``train`` overrides the model's recommended training settings (see ``effdl models``).
@@ -114,6 +138,7 @@ class FinetuneStep(Config, Step):
     """
 
     kind: ClassVar[str] = "finetune"
+    nested: ClassVar[dict[str, type]] = {"distill": DistillConfig}
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     distill: DistillConfig | None = None
 
@@ -124,18 +149,9 @@ class FinetuneStep(Config, Step):
         epochs = self.train.get("epochs", "default")
         return f"finetune {epochs} epochs" + (" + KD" if self.distill else "")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.kind, "train": dict(self.train), "distill": _opt(self.distill)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        _no_extra(data, {"step", "train", "distill"})
-        distill = data.get("distill")
-        return cls(train=dict(data.get("train") or {}), distill=DistillConfig.from_dict(distill) if distill else None)
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FactorizeStep(Config, Step):
+class FactorizeStep(Step, Config):
     """Low-rank factorization.
 
     Example:
@@ -144,22 +160,15 @@ class FactorizeStep(Config, Step):
     """
 
     kind: ClassVar[str] = "factorize"
+    nested: ClassVar[dict[str, type]] = {"config": LowRankFactorization}
     config: LowRankFactorization = dataclasses.field(default_factory=LowRankFactorization)
 
     def describe(self) -> str:
         return f"factorize {self.config.selector}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.kind, "config": self.config.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        _no_extra(data, {"step", "config"})
-        return cls(config=LowRankFactorization.from_dict(data.get("config") or {}))
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class QATStep(Config, Step):
+class QATStep(Step, Config):
     """Simulated quantization at any bit width, then training (QAT), optionally with distillation.
 
     Example:
@@ -168,6 +177,7 @@ class QATStep(Config, Step):
     """
 
     kind: ClassVar[str] = "qat"
+    nested: ClassVar[dict[str, type]] = {"config": QuantConfig, "distill": DistillConfig}
     config: QuantConfig = dataclasses.field(default_factory=QuantConfig)
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     distill: DistillConfig | None = None
@@ -180,23 +190,9 @@ class QATStep(Config, Step):
         epochs = self.train.get("epochs", "default")
         return f"qat W{self.config.bits_w}A{a} {epochs} epochs" + (" + KD" if self.distill else "")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.kind, "config": self.config.to_dict(), "train": dict(self.train),
-                "distill": _opt(self.distill)}  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        _no_extra(data, {"step", "config", "train", "distill"})
-        distill = data.get("distill")
-        return cls(
-            config=QuantConfig.from_dict(data.get("config") or {}),
-            train=dict(data.get("train") or {}),
-            distill=DistillConfig.from_dict(distill) if distill else None,
-        )
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class QuantizeStep(Config, Step):
+class QuantizeStep(Step, Config):
     """Post-training int8 with real int8 kernels (torch.ao or onnxruntime); the last step of a recipe.
 
     Example:
@@ -205,18 +201,11 @@ class QuantizeStep(Config, Step):
     """
 
     kind: ClassVar[str] = "quantize"
+    nested: ClassVar[dict[str, type]] = {"config": Int8Config}
     config: Int8Config = dataclasses.field(default_factory=Int8Config)
 
     def describe(self) -> str:
         return f"int8 ({self.config.runtime})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.kind, "config": self.config.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        _no_extra(data, {"step", "config"})
-        return cls(config=Int8Config.from_dict(data.get("config") or {}))
 
 
 #: step kind -> step class
@@ -317,10 +306,6 @@ def _resolve(path: str | os.PathLike) -> Path:
     if str(path) in shipped:
         return shipped[str(path)]
     raise ConfigError(f"no recipe file {str(path)!r}; give a path or one of the shipped recipes: {', '.join(shipped)}")
-
-
-def _opt(config: Config | None) -> dict[str, Any] | None:
-    return None if config is None else config.to_dict()
 
 
 def _no_extra(data: dict[str, Any], allowed: set[str]) -> None:
