@@ -82,6 +82,10 @@ def test_rerun_continues_and_other_recipe_is_refused(setup, tmp_path):
     other = Recipe([PruneStep(config=L1FilterPruning(ratio=0.25))])
     with pytest.raises(ConfigError, match="another recipe"):
         _run(setup, other, tmp_path)
+    _, data = setup
+    changed = create_model("test_cnn1d", channels=(16, 16))  # same architecture, other weights
+    with pytest.raises(ConfigError, match="another recipe or model"):
+        compress_model(changed, data, one, out_dir=tmp_path, repeats=3, progress=False)
     restarted = _run(setup, other, tmp_path, restart=True)
     assert restarted.stages[-1].name.endswith("25%")
 

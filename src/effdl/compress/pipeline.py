@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -116,14 +117,15 @@ def compress_model(
     recipe.save(out / "recipe.yaml")
     teacher = copy.deepcopy(model).eval()
     spec = model_spec(model) or {}
-    state = _load_progress(out, recipe, spec)
+    identity = {"spec": _jsonable(spec), "weights": _weights_hash(model)}
+    state = _load_progress(out, recipe, identity)
     stages = [Stage.from_dict(s) for s in state["stages"]]
     current: nn.Module
     if not stages:
         summary, _ = summarize(model, data, batch_size=batch_size, threads=threads, repeats=repeats)
         base_path = save_model(model, out / "steps" / "00-baseline" / "model.safetensors", meta={"dataset": data.name})
         stages.append(Stage("baseline", summary, str(base_path)))
-        _save_progress(out, recipe, spec, stages)
+        _save_progress(out, recipe, identity, stages)
         current = copy.deepcopy(model)
     else:
         log.info("continuing %s after step %d of %d", out, len(stages) - 1, len(recipe.steps))
@@ -146,7 +148,7 @@ def compress_model(
             path = save_model(current, step_dir / "model.safetensors", meta={"dataset": data.name})
             runtime = "pytorch"
         stages.append(Stage(f"{index + 1}. {step.describe()}", summary, str(path), runtime, _jsonable(details)))
-        _save_progress(out, recipe, spec, stages)
+        _save_progress(out, recipe, identity, stages)
         log.info(
             "after %s: accuracy %.2f%%, %d bytes", step.describe(), 100 * (summary.accuracy or 0), summary.size_bytes
         )
@@ -183,12 +185,21 @@ def _load_stage(stage: Stage) -> nn.Module:
     return load_model(path)
 
 
-def _load_progress(out: Path, recipe: Recipe, spec: dict[str, Any]) -> dict[str, Any]:
+def _weights_hash(model: nn.Module) -> str:
+    """A hash of the input model's weights: a rerun continues only from the same starting model."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_progress(out: Path, recipe: Recipe, identity: dict[str, Any]) -> dict[str, Any]:
     path = out / _PROGRESS
     if not path.exists():
         return {"stages": []}
     state = json.loads(path.read_text())
-    if state.get("recipe") != recipe.fingerprint() or state.get("model") != _jsonable(spec):
+    if state.get("recipe") != recipe.fingerprint() or state.get("model") != identity:
         raise ConfigError(
             f"{out} holds a run of another recipe or model; continue it with the same recipe and checkpoint, use "
             "another output folder, or start over with restart=True (CLI: --restart)"
@@ -196,8 +207,8 @@ def _load_progress(out: Path, recipe: Recipe, spec: dict[str, Any]) -> dict[str,
     return state
 
 
-def _save_progress(out: Path, recipe: Recipe, spec: dict[str, Any], stages: list[Stage]) -> None:
-    atomic_write_json(out / _PROGRESS, {"recipe": recipe.fingerprint(), "model": spec,
+def _save_progress(out: Path, recipe: Recipe, identity: dict[str, Any], stages: list[Stage]) -> None:
+    atomic_write_json(out / _PROGRESS, {"recipe": recipe.fingerprint(), "model": identity,
                                          "stages": [s.to_dict() for s in stages]})  # fmt: skip
 
 
