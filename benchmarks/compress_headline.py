@@ -60,8 +60,7 @@ def main() -> None:
             report_md = (Path(tmp) / "report.md").read_text()
         base, final = result.stages[0], result.stages[-1]
         lat = result.deployment.stage_latency_ms
-        final_key = next(k for k in lat if k.startswith(final.name))
-        speed = lat["baseline"]["median"] / lat[final_key]["median"]
+        speed = lat["baseline"]["median"] / lat[final.name]["median"]
         smaller = base.summary.size_bytes / final.summary.size_bytes
         records.append({
             "model": label, "metric": metric, "recipe": rec.to_dict(), "stages": [s.to_dict() for s in result.stages],
@@ -72,7 +71,7 @@ def main() -> None:
             f"{100 * base.summary.accuracy:.2f}% -> {100 * final.summary.accuracy:.2f}% ({metric})",
             f"{human_bytes(base.summary.size_bytes)} -> {human_bytes(final.summary.size_bytes)}",
             f"{smaller:.2f}x",
-            f"{lat['baseline']['median']:.3f} -> {lat[final_key]['median']:.3f} ms",
+            f"{lat['baseline']['median']:.3f} -> {lat[final.name]['median']:.3f} ms",
             f"{speed:.2f}x",
             result.deployment.best,
         ])  # fmt: skip

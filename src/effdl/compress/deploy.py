@@ -14,6 +14,7 @@ from torch import nn
 
 from effdl.core.errors import EffdlError
 from effdl.data.base import DatasetSplits
+from effdl.data.loaders import make_loader
 from effdl.export.onnx import OnnxModel, export_onnx
 from effdl.measure.latency import compare_latency
 from effdl.models.checkpoint import load_model
@@ -39,7 +40,8 @@ class Deployment:
         best: the fastest of them.
         agreement: share of test examples where the onnxruntime model predicts the class that the PyTorch model
             (float: the same model; int8: the torch-ao int8 model) predicts.
-        stage_latency_ms: every stage (the final one in its best runtime) timed side by side: median and IQR.
+        stage_latency_ms: by stage name, every stage (the final one in ``best``) timed side by side: median and
+            IQR.
     """
 
     batch_size: int
@@ -85,7 +87,7 @@ def deploy(
     times = {k: v.median_ms for k, v in compare_latency(candidates, x, rounds=rounds, threads=threads).items()}
     best = min(times, key=times.get)
     fns = {s.name: _load(s) for s in stages[:-1]}
-    fns[f"{stages[-1].name} [{best}]"] = candidates[best]
+    fns[stages[-1].name] = candidates[best]  # the final stage as deployed, in the fastest runtime
     stats = compare_latency(fns, x, rounds=rounds, threads=threads)
     log.info("deployment at batch %d: %s", batch_size, ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()))
     return Deployment(
@@ -134,14 +136,10 @@ def _int8_runtimes(final, stages, data, out: Path, threads) -> tuple[dict[str, n
 
 
 def _calibration(data: DatasetSplits):
-    from effdl.data.loaders import make_loader
-
     return make_loader(data.train, 64, shuffle=True, seed=0)
 
 
 def _agreement(a: nn.Module, b: nn.Module, data: DatasetSplits) -> float:
-    from effdl.data.loaders import make_loader
-
     same = total = 0
     with torch.inference_mode():
         for x, _ in make_loader(data.test, 256, shuffle=False):

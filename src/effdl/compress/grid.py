@@ -115,13 +115,12 @@ def sweep(
         result = compress_model(model, data, Recipe.from_dict(plain), out_dir=run_dir, batch_size=batch_size,
                           threads=threads, repeats=repeats, progress=progress)  # fmt: skip
         lat = result.deployment.stage_latency_ms if result.deployment else {}
-        final_key = next((k for k in lat if k.startswith(result.stages[-1].name)), None)
         points.append(SweepPoint(
             name=name,
             settings=settings,
             accuracy=result.stages[-1].summary.accuracy or 0.0,
             size_bytes=result.stages[-1].summary.size_bytes,
-            latency_ms=lat[final_key]["median"] if final_key else result.stages[-1].summary.latency_ms,
+            latency_ms=lat.get(result.stages[-1].name, {}).get("median", result.stages[-1].summary.latency_ms),
             baseline_latency_ms=lat.get("baseline", {}).get("median", result.stages[0].summary.latency_ms),
             baseline_size_bytes=result.stages[0].summary.size_bytes,
             out_dir=str(run_dir),

@@ -22,10 +22,7 @@ def _latency(deployment: Deployment | None, stages: list[Stage]) -> dict[str, fl
     """Per stage name, the latency measured side by side at the end (or during the run, if not deployed)."""
     if deployment is None:
         return {s.name: s.summary.latency_ms for s in stages}
-    by_name = {}
-    for key, v in deployment.stage_latency_ms.items():
-        by_name[key.rsplit(" [", 1)[0] if key.endswith("]") else key] = v["median"]
-    return by_name
+    return {name: v["median"] for name, v in deployment.stage_latency_ms.items()}
 
 
 def stage_table(stages: list[Stage], deployment: Deployment | None = None) -> str:
