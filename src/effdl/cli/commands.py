@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from effdl.cli.analysis import add_landscape as _add_landscape
+from effdl.cli.analysis import add_sharpness as _add_sharpness
 from effdl.cli.common import (
     add_data_args,
     add_measure_args,
@@ -27,7 +29,7 @@ from effdl.core.table import format_table, human_count
 from effdl.data import get_dataset, list_datasets
 from effdl.measure import Profile, profile
 from effdl.models import create_model, list_models, load_model, model_spec
-from effdl.train import default_train_config, summarize, train_model
+from effdl.train import Snapshots, default_train_config, summarize, train_model
 from effdl.train.config import OPTIMIZERS, SCHEDULES
 
 __all__ = ["REGISTER"]
@@ -71,6 +73,8 @@ def _add_train(sub) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule (default cosine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
+    p.add_argument("--snapshot-every", type=int, default=None, metavar="N",
+                   help="save weights every N epochs to OUT/snapshots (effdl landscape --trajectory)")  # fmt: skip
     p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun, gloo); default 1")
     p.add_argument("--profile-batch-size", type=int, default=1, help="batch size of the final latency measurement")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the final latency measurement")
@@ -115,6 +119,7 @@ def _train(args: argparse.Namespace) -> int:
         profile_batch_size=args.profile_batch_size,
         threads=args.threads,
         tensorboard=args.tensorboard,
+        callbacks=[Snapshots(Path(out) / "snapshots", every=args.snapshot_every)] if args.snapshot_every else None,
     )
     if main:
         print()
@@ -295,6 +300,8 @@ REGISTER = [
     _add_quantize,
     _add_compress,
     _add_sweep,
+    _add_landscape,
+    _add_sharpness,
     _add_models,
     _add_datasets,
 ]

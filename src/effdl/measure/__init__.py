@@ -8,6 +8,7 @@ Example:
 """
 
 from effdl.measure.curvature import hessian_trace
+from effdl.measure.evaluation import evaluate, stack_batches
 from effdl.measure.latency import LatencyStats, compare_latency, measure_latency, num_threads
 from effdl.measure.macs import count_macs, module_macs
 from effdl.measure.memory import MemoryStats, peak_forward_memory
@@ -23,6 +24,7 @@ __all__ = [
     "count_macs",
     "count_nonzero_params",
     "count_params",
+    "evaluate",
     "hessian_trace",
     "measure_latency",
     "module_macs",
@@ -30,4 +32,5 @@ __all__ = [
     "peak_forward_memory",
     "profile",
     "serialized_size",
+    "stack_batches",
 ]

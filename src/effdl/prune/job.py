@@ -16,6 +16,7 @@ from effdl.core.report import Report
 from effdl.core.table import format_table
 from effdl.data.base import DatasetSplits
 from effdl.data.loaders import make_loader, split_validation
+from effdl.measure.evaluation import evaluate
 from effdl.models.base import model_spec
 from effdl.models.checkpoint import save_model
 from effdl.prune.api import prune_
@@ -25,7 +26,6 @@ from effdl.prune.structured import StructuredPruning
 from effdl.prune.unstructured import KeepSparsity, MagnitudePruning
 from effdl.train.callbacks import CSVLogger
 from effdl.train.config import TrainConfig
-from effdl.train.evaluation import evaluate
 from effdl.train.loop import Trainer
 from effdl.train.run import summarize
 

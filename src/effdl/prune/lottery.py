@@ -155,7 +155,7 @@ def find_lottery_ticket(
     Returns:
         A :class:`LotteryResult`.
     """
-    from effdl.train.evaluation import evaluate
+    from effdl.measure.evaluation import evaluate
     from effdl.train.loop import Trainer
 
     out = Path(out_dir) if out_dir is not None else None

@@ -115,7 +115,7 @@ def sensitivity_analysis(
     Returns:
         A :class:`SensitivityResult`.
     """
-    from effdl.train.evaluation import evaluate
+    from effdl.measure.evaluation import evaluate
 
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise ConfigError(f"ratios must each be in (0, 1), got {list(ratios)}; e.g. ratios=(0.25, 0.5, 0.75)")

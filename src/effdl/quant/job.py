@@ -15,6 +15,7 @@ from effdl.core.config import check_choice
 from effdl.core.report import ModelSummary, Report
 from effdl.data.base import DatasetSplits
 from effdl.data.loaders import make_loader
+from effdl.measure.evaluation import evaluate
 from effdl.measure.latency import measure_latency
 from effdl.models.base import model_spec
 from effdl.models.checkpoint import save_model
@@ -24,7 +25,6 @@ from effdl.quant.int8 import Int8Model, convert_int8
 from effdl.quant.mixed import MixedPrecisionResult, mixed_precision
 from effdl.train.callbacks import CSVLogger
 from effdl.train.config import TrainConfig
-from effdl.train.evaluation import evaluate
 from effdl.train.loop import Trainer
 from effdl.train.run import summarize
 

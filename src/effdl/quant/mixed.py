@@ -28,6 +28,7 @@ from effdl.core.errors import ConfigError
 from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
 from effdl.measure.curvature import hessian_trace
+from effdl.measure.evaluation import evaluate
 from effdl.measure.macs import module_macs
 from effdl.quant.api import _batches, _set
 from effdl.quant.config import QuantConfig
@@ -166,15 +167,10 @@ def allocate_bits(
 
 
 def _accuracy(model: nn.Module, data: Any) -> float:
-    correct = total = 0
-    with torch.no_grad():
-        for batch in _batches(data, 512):
-            x, y = batch[0], batch[1]
-            correct += int((model(x).argmax(-1) == y).sum())
-            total += int(y.numel())
-    if total == 0:
-        raise ConfigError("mixed precision needs evaluation data; got an empty dataset")
-    return correct / total
+    accuracy = evaluate(model, data, batch_size=512)["accuracy"]
+    if math.isnan(accuracy):
+        raise ConfigError("mixed precision needs labelled evaluation data; got an empty dataset or float targets")
+    return accuracy
 
 
 def _weight_error(w: torch.Tensor, bits: int) -> float:

@@ -6,7 +6,7 @@ Example:
     3
 """
 
-from effdl.train.callbacks import Callback, CSVLogger, TensorBoardLogger
+from effdl.train.callbacks import Callback, CSVLogger, Snapshots, TensorBoardLogger
 from effdl.train.config import TrainConfig
 from effdl.train.distributed import DistContext
 from effdl.train.evaluation import evaluate
@@ -19,6 +19,7 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "DistContext",
+    "Snapshots",
     "TensorBoardLogger",
     "TrainConfig",
     "TrainOutcome",

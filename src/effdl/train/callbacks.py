@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effdl.core.callback import Callback
+from effdl.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from effdl.train.loop import Trainer
 
-__all__ = ["CSVLogger", "Callback", "TensorBoardLogger"]
+__all__ = ["CSVLogger", "Callback", "Snapshots", "TensorBoardLogger"]
 
 
 class CSVLogger(Callback):
@@ -55,6 +56,37 @@ class CSVLogger(Callback):
         if self.path.exists():
             lines = self.path.read_text().splitlines(keepends=True)
             self.path.write_text("".join(lines[: self.rows + 1]) if self.rows else "")
+
+
+class Snapshots(Callback):
+    """Saves the model's weights to ``folder/epoch_NNN.safetensors`` before training (epoch 0) and after every
+    ``every`` epochs (only on the main process): the optimization path that
+    :func:`effdl.analysis.trajectory_directions` turns into PCA directions (``effdl landscape --trajectory``).
+
+    Example:
+        >>> import tempfile
+        >>> Snapshots(tempfile.mkdtemp(), every=5).every
+        5
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, every: int = 1) -> None:
+        if every < 1:
+            raise ConfigError(f"every must be >= 1 epoch, got {every}")
+        self.folder = Path(folder)
+        self.every = every
+
+    def _save(self, trainer: Trainer, epoch: int) -> None:
+        from effdl.models.checkpoint import save_model
+
+        save_model(trainer.model, self.folder / f"epoch_{epoch:03d}.safetensors", meta={"epoch": epoch})
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.is_main and not (self.folder / "epoch_000.safetensors").exists():
+            self._save(trainer, 0)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if trainer.is_main and epoch % self.every == 0:  # epoch counts the epochs done, from 1
+            self._save(trainer, epoch)
 
 
 class TensorBoardLogger(Callback):

@@ -18,10 +18,10 @@ from torch.utils.data import Dataset
 from effdl.core.errors import ConfigError
 from effdl.core.seed import get_rng_state, seed_everything, set_rng_state
 from effdl.data.loaders import make_loader
+from effdl.measure.evaluation import evaluate
 from effdl.train.callbacks import Callback
 from effdl.train.config import TrainConfig
 from effdl.train.distributed import DistContext
-from effdl.train.evaluation import evaluate
 from effdl.train.optim import build_optimizer, build_scheduler
 from effdl.train.state import load_train_state, save_train_state
 

@@ -13,12 +13,12 @@ from torch import nn
 from effdl.core.report import Report
 from effdl.core.seed import seed_everything
 from effdl.data.base import DatasetSplits, get_dataset
+from effdl.measure.evaluation import evaluate
 from effdl.measure.profiler import profile
 from effdl.models.base import MODELS, create_model, model_spec
 from effdl.models.checkpoint import save_model
 from effdl.train.callbacks import Callback, CSVLogger, TensorBoardLogger
 from effdl.train.config import TrainConfig
-from effdl.train.evaluation import evaluate
 from effdl.train.loop import Trainer
 
 __all__ = ["TrainOutcome", "default_train_config", "summarize", "train_model"]
