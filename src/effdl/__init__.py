@@ -11,6 +11,7 @@ Example:
 """
 
 from effdl._version import __version__
+from effdl.analysis import LandscapeConfig, SharpnessConfig, loss_surface, sharpness_report
 from effdl.compress import Recipe, compress_model, sweep
 from effdl.core import (
     CheckpointError,
@@ -49,6 +50,7 @@ __all__ = [
     "EffdlError",
     "Int8Config",
     "L1FilterPruning",
+    "LandscapeConfig",
     "LowRankFactorization",
     "MagnitudePruning",
     "ModelSummary",
@@ -57,6 +59,7 @@ __all__ = [
     "Recipe",
     "Report",
     "ShapeError",
+    "SharpnessConfig",
     "StructuredPruning",
     "TrainConfig",
     "Trainer",
@@ -75,6 +78,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_model",
+    "loss_surface",
     "measure_latency",
     "profile",
     "prune_",
@@ -82,6 +86,7 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "seed_everything",
+    "sharpness_report",
     "sweep",
     "train_model",
 ]
