@@ -21,6 +21,7 @@ from effdl.cli.common import (
 )
 from effdl.cli.compress import add_compress as _add_compress
 from effdl.cli.compress import add_sweep as _add_sweep
+from effdl.cli.nas import add_nas as _add_nas
 from effdl.cli.prune import add_prune as _add_prune
 from effdl.cli.quantize import add_quantize as _add_quantize
 from effdl.core.errors import ConfigError
@@ -302,6 +303,7 @@ REGISTER = [
     _add_sweep,
     _add_landscape,
     _add_sharpness,
+    _add_nas,
     _add_models,
     _add_datasets,
 ]

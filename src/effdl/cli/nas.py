@@ -1,0 +1,175 @@
+"""``effdl nas score|eval|search``: zero-cost proxies, their rank correlation with trained accuracy, and
+proxy-guided search."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+
+from effdl.cli.common import data_options
+from effdl.core.errors import ConfigError
+from effdl.core.report import Report
+from effdl.core.table import format_table
+from effdl.data import get_dataset
+from effdl.measure import stack_batches
+from effdl.models import load_model
+from effdl.nas import PROXIES, SPACES, SearchConfig, evaluate_proxies, get_space, load_ground_truth, score_model
+from effdl.nas.search import search_architectures
+from effdl.train import TrainConfig, Trainer, evaluate
+
+__all__ = ["add_nas"]
+
+
+def _proxies(text: str) -> list[str]:
+    names = PROXIES.names() if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    for n in names:
+        PROXIES.entry(n)  # an unknown name lists the valid ones
+    return names
+
+
+def _batches(dataset: str, args: argparse.Namespace) -> list[tuple]:
+    data = get_dataset(dataset, **data_options(args))
+    batches = stack_batches(data.train, args.batch_size, max_examples=args.batches * args.batch_size)
+    if len(batches) < args.batches:
+        raise ConfigError(f"{dataset} has too few training examples for {args.batches} batches of {args.batch_size}")
+    return batches
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64, help="examples per mini-batch (default 64)")
+    p.add_argument("--batches", type=int, default=2, help="mini-batches the proxies see (default 2; ZiCo needs 2+)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights the architectures are scored at")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors")
+    p.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help=argparse.SUPPRESS)
+
+
+def add_nas(sub) -> None:
+    """Registers ``nas`` and its sub-commands."""
+    nas = sub.add_parser(
+        "nas",
+        help="zero-cost NAS: score architectures, evaluate proxies, search under a budget",
+        description="Zero-cost neural architecture search (ZiCo and the usual proxies). See `effdl nas CMD --help`.",
+    )
+    cmds = nas.add_subparsers(dest="nas_command", metavar="CMD", required=True)
+
+    p = cmds.add_parser("score", help="score one architecture (or a saved model) with proxies")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--arch", help="an encoding like c16-32_k5-3_s1-2_r1 of --space")
+    src.add_argument("--checkpoint", help="a saved model (scored at its saved weights)")
+    p.add_argument("--space", default="mnist1d_cnn", help=f"search space: {', '.join(SPACES.names())}")
+    p.add_argument("--data", default=None, help="dataset of the batches (default: the space's)")
+    p.add_argument("--proxies", default="all", help=f"comma-separated or all: {', '.join(PROXIES.names())}")
+    _add_common(p)
+    p.set_defaults(func=_score)
+
+    p = cmds.add_parser("eval", help="rank correlation of proxies with trained accuracy (committed ground truth)")
+    p.add_argument("--ground-truth", default=None, help="ground-truth JSON (default: effdl's mnist1d_cnn_v1)")
+    p.add_argument("--proxies", default="all", help="comma-separated or all")
+    p.add_argument("--bands", type=int, default=3, help="MAC bands (quantiles) for within-band correlations")
+    p.add_argument("--limit", type=int, default=None, help="only the first N architectures (quick look)")
+    p.add_argument("--out", default="runs/nas-eval", help="output folder (default runs/nas-eval)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_eval)
+
+    p = cmds.add_parser("search", help="search for the best-scoring architecture under a MAC/latency budget")
+    p.add_argument("--space", default="mnist1d_cnn", help=f"search space: {', '.join(SPACES.names())}")
+    p.add_argument("--proxy", default="zico", help="proxy to maximize (default zico)")
+    p.add_argument("--method", default="evolution", choices=("evolution", "random"))
+    p.add_argument("--budget-macs", type=int, default=None, help="at most this many MACs per example")
+    p.add_argument("--budget-latency-ms", type=float, default=None, help="at most this batch-1 CPU latency")
+    p.add_argument("--samples", type=int, default=200, help="architectures to score (default 200)")
+    p.add_argument("--time-limit", type=float, default=300.0, help="seconds of search at most (default 300)")
+    p.add_argument("--top-k", type=int, default=5, help="best architectures to list")
+    p.add_argument("--train-winner", action="store_true", help="train the best one and report its accuracy")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of the winner (default 10)")
+    p.add_argument("--out", default=None, help="write report.json here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=_search)
+
+
+def _score(args: argparse.Namespace) -> int:
+    space = get_space(args.space)
+    if args.arch:
+        torch.manual_seed(args.seed)
+        model, label = space.build(args.arch), args.arch
+    else:
+        model, label = load_model(args.checkpoint), args.checkpoint
+    batches = _batches(args.data or space.dataset, args)
+    rows = [[n, f"{score_model(model, batches, n):.6g}"] for n in _proxies(args.proxies)]
+    print(f"{label}:")
+    print(format_table(rows, ["proxy", "score"], align="lr"))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    gt = load_ground_truth(args.ground_truth)
+    if args.limit:
+        gt.records = gt.records[: args.limit]
+    space = get_space(gt.space)
+    batches = _batches(space.dataset, args)
+    ev = evaluate_proxies(
+        gt, batches, proxies=_proxies(args.proxies), num_bands=args.bands, seed=args.seed, progress=not args.no_progress
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot = ev.plot(out / "scatter.png")
+    report = Report(
+        command="nas eval",
+        dataset=space.dataset,
+        config={"ground_truth": gt.name, "batch_size": args.batch_size, "batches": args.batches, "seed": args.seed},
+        details=ev.to_dict(),
+        artifacts={"scatter": plot.name},
+    )
+    report.write(out)
+    print(f"{len(gt.records)} architectures of {gt.space} ({gt.name}):")
+    print(ev.table())
+    print(f"\nscatter plots: {plot}\nreport: {out / 'report.json'}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    config = SearchConfig(
+        proxy=args.proxy,
+        method=args.method,
+        budget_macs=args.budget_macs,
+        budget_latency_ms=args.budget_latency_ms,
+        samples=args.samples,
+        time_limit_s=args.time_limit,
+        top_k=args.top_k,
+        seed=args.seed,
+        init_seed=args.seed,
+    )
+    space = get_space(args.space)
+    batches = _batches(space.dataset, args)
+    data = get_dataset(space.dataset, **data_options(args))
+
+    def train(model: torch.nn.Module) -> float:
+        cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-2, weight_decay=5e-2, seed=args.seed,
+                          progress=not args.no_progress, eval_every=args.epochs)  # fmt: skip
+        Trainer(model, cfg).fit(data.train)
+        return evaluate(model, data.test)["accuracy"]
+
+    result = search_architectures(
+        space, batches, config, train_fn=train if args.train_winner else None, progress=not args.no_progress
+    )
+    print(
+        f"scored {result.scored} architectures in {result.seconds:.1f} s ({result.rejected} over budget); "
+        f"best by {config.proxy}:"
+    )
+    print(result.table())
+    winner = result.best[0]
+    if winner.accuracy is not None and math.isfinite(winner.accuracy):
+        print(f"\nwinner {winner.arch} trained for {args.epochs} epochs: {100 * winner.accuracy:.2f}% test accuracy")
+    if args.out:
+        Report(command="nas search", dataset=space.dataset, config=config.to_dict(), details=result.to_dict()).write(
+            args.out
+        )
+        print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
