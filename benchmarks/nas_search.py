@@ -2,7 +2,8 @@
 within 1 point of the best architecture of the ground truth under the same budget, in under 5 minutes?
 
 For each budget (the 25th and 50th percentiles of the ground truth's MACs) and 3 search seeds: regularized
-evolution on ZiCo (200 architectures scored), the same with random sampling, and evolution on #params; each
+evolution on ZiCo (200 architectures scored), the same with random sampling, and evolution on SynFlow, NASWOT,
+MACs and #params; each
 winner is trained with the ground truth's recipe (same seeded initialization) and compared with the best
 ground-truth architecture under the budget.
 
@@ -24,7 +25,8 @@ from effdl.nas import SearchConfig, load_ground_truth, search_architectures
 from effdl.train import TrainConfig, Trainer, evaluate
 
 SEEDS = (0, 1, 2)
-SETUPS = [("zico", "evolution"), ("zico", "random"), ("params", "evolution")]
+SETUPS = [("zico", "evolution"), ("zico", "random"), ("synflow", "evolution"), ("naswot", "evolution"),
+          ("macs", "evolution"), ("params", "evolution")]  # fmt: skip
 
 
 def main() -> None:

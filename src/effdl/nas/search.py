@@ -200,8 +200,15 @@ def search_architectures(
         cache[code] = cand
         return cand
 
+    cycles = 0
+
     def done() -> bool:
-        return len(history) >= config.samples or time.perf_counter() - started > config.time_limit_s
+        # cycles also stop a converged evolution whose mutations only revisit architectures scored before
+        return (
+            len(history) >= config.samples
+            or cycles >= 20 * config.samples
+            or time.perf_counter() - started > config.time_limit_s
+        )
 
     def fresh() -> Candidate | None:
         for _ in range(1000):  # rejection sampling into the budget
@@ -226,6 +233,7 @@ def search_architectures(
                 if cand is not None:
                     population.append(cand)
             while not done() and population:
+                cycles += 1
                 picks = [population[int(i)] for i in torch.randperm(len(population), generator=g)[: config.tournament]]
                 parent = max(picks, key=lambda c: c.score)
                 child = None
