@@ -92,3 +92,12 @@ def test_epsilon_sharpness_is_larger_for_a_sharper_quadratic_and_restores_weight
     assert sharpness(3.0) > sharpness(1.0) > 0
     with pytest.raises(ConfigError, match="epsilon"):
         epsilon_sharpness(nn.Linear(2, 1), [], epsilon=0)
+
+
+def test_trace_weights_batches_by_example_count_like_the_operator():
+    # MSE of a linear map: the Hessian of the mean loss over all 4 examples is 2 X^T X / 4 = diag(1.5, 2)
+    lin = nn.Linear(2, 1, bias=False)
+    batches = [(torch.tensor([[1.0, 0.0]] * 3), torch.zeros(3, 1)), (torch.tensor([[0.0, 2.0]]), torch.zeros(1, 1))]
+    assert hessian_trace_total(lin, batches, loss_fn=nn.MSELoss()) == pytest.approx(3.5)  # equal weights: 5.0
+    op = HessianOperator(lin, batches, loss_fn=nn.MSELoss())
+    assert float(op.matvec(torch.ones(2)).sum()) == pytest.approx(3.5)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from effdl.analysis.config import LandscapeConfig
-from effdl.analysis.directions import Direction, check_direction, random_directions
+from effdl.analysis.directions import Direction, check_direction, direction_norm, random_directions
 from effdl.analysis.hessian import hessian_spectrum
 from effdl.core.errors import CheckpointError, ConfigError, ShapeError
 from effdl.core.io import atomic_write_bytes, atomic_write_json
@@ -450,12 +450,8 @@ def loss_surface(
         loss_fn=loss_fn,
         desc=f"{config.dims}D surface",
     )
-    info = {"config": config.to_dict(), "direction_norms": [_norm(d) for d in directions]}
+    info = {"config": config.to_dict(), "direction_norms": [direction_norm(d) for d in directions]}
     return Surface(axes=axes, values=values, kind="directions", info=info)
-
-
-def _norm(d: Direction) -> float:
-    return float(sum(float((t.double() ** 2).sum()) for t in d.values()) ** 0.5)
 
 
 def interpolate_models(

@@ -86,7 +86,8 @@ def add_nas(sub) -> None:
     p.add_argument("--samples", type=int, default=200, help="architectures to score (default 200)")
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds of search at most (default 300)")
     p.add_argument("--top-k", type=int, default=5, help="best architectures to list")
-    p.add_argument("--train-winner", action="store_true", help="train the best one and report its accuracy")
+    p.add_argument("--train-winner", action="store_true",
+                   help="train the best one with the ground truth's recipe and report its accuracy")  # fmt: skip
     p.add_argument("--epochs", type=int, default=10, help="training epochs of the winner (default 10)")
     p.add_argument("--out", default=None, help="write report.json here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -150,9 +151,11 @@ def _search(args: argparse.Namespace) -> int:
     batches = _batches(space.dataset, args)
     data = get_dataset(space.dataset, **data_options(args))
 
+    # the committed ground truth's recipe, so a trained winner compares with its accuracies
+    recipe = {**load_ground_truth().meta["recipe"], "epochs": args.epochs, "seed": args.seed}
+
     def train(model: torch.nn.Module) -> float:
-        cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-2, weight_decay=5e-2, seed=args.seed,
-                          progress=not args.no_progress, eval_every=args.epochs)  # fmt: skip
+        cfg = TrainConfig(**recipe, progress=not args.no_progress, eval_every=args.epochs)
         Trainer(model, cfg).fit(data.train)
         return evaluate(model, data.test)["accuracy"]
 

@@ -24,7 +24,8 @@ def hessian_trace(
 ) -> dict[str, float]:
     """Hutchinson estimate of the trace of the loss Hessian block of each tensor in ``params``:
     ``Tr(H) ~= mean_v v^T H v`` over Rademacher vectors ``v`` (Hutchinson 1990), one Hessian-vector product per
-    sample, averaged over ``batches`` of ``(inputs, targets)``.
+    sample, averaged over ``batches`` of ``(inputs, targets)`` weighted by their example counts (the Hessian of
+    the mean loss over all examples).
 
     Example:
         >>> lin = nn.Linear(3, 1, bias=False)
@@ -40,7 +41,7 @@ def hessian_trace(
     names, tensors = list(params), list(params.values())
     g = torch.Generator().manual_seed(seed)
     totals = dict.fromkeys(names, 0.0)
-    count = 0
+    count = 0  # examples
     was = model.training
     model.eval()
     try:
@@ -52,8 +53,8 @@ def hessian_trace(
                 vs = [(torch.randint(0, 2, t.shape, generator=g) * 2 - 1).to(t.dtype) for t in tensors]
                 hvs = torch.autograd.grad(grads, tensors, grad_outputs=vs, retain_graph=True)
                 for name, v, hv in zip(names, vs, hvs, strict=True):
-                    totals[name] += float((v * hv).sum())
-            count += 1
+                    totals[name] += len(y) * float((v * hv).sum())
+            count += len(y)
     finally:
         model.train(was)
     if count == 0:

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -219,8 +220,6 @@ def evaluate_proxies(
         from tqdm.auto import tqdm
 
         records = tqdm(records, desc="scoring architectures", unit="arch")
-    import time
-
     for rec in records:
         torch.manual_seed(seed)
         model = space.build(rec["arch"])
