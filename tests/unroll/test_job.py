@@ -41,8 +41,11 @@ def test_resume_loads_finished_models(tmp_path):
     stamp = (tmp_path / "alista" / "model.safetensors").stat().st_mtime_ns
     _report, _ = train_report(["alista"], tmp_path, problem=SMALL, layers=2, train=TRAIN, test_samples=16, resume=True)
     assert (tmp_path / "alista" / "model.safetensors").stat().st_mtime_ns == stamp
-    with pytest.raises(CheckpointError, match="another problem or depth"):
+    with pytest.raises(CheckpointError, match="not the 3-layer alista asked for"):
         train_report(["alista"], tmp_path, problem=SMALL, layers=3, train=TRAIN, test_samples=16, resume=True)
+    with pytest.raises(CheckpointError, match="lr differ"):
+        train_report(["alista"], tmp_path, problem=SMALL, layers=2, train=TRAIN.replace(lr=1e-3), test_samples=16,
+                     resume=True)  # fmt: skip
 
 
 def test_methods_and_bad_input(tmp_path):

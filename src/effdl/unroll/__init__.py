@@ -14,6 +14,8 @@ Example:
 from effdl.unroll.alista import ALISTA, HyperLISTA
 from effdl.unroll.checkpoint import build_solver, load_solver, save_solver
 from effdl.unroll.coherence import analytic_weight, mutual_coherence
+from effdl.unroll.evaluate import Comparison, Curve, classical_reach, compare_solvers, nmse_curve
+from effdl.unroll.hyper import HyperTuneConfig, TuneResult, tune_hyperlista
 from effdl.unroll.lista import LISTA, LISTACP, LISTACPSS
 from effdl.unroll.problem import Problem, SparseProblem, gaussian_dictionary, make_problem, nmse_db
 from effdl.unroll.shrink import soft_threshold, support_schedule, support_select
@@ -28,22 +30,30 @@ __all__ = [
     "LISTACP",
     "LISTACPSS",
     "SOLVERS",
+    "Comparison",
+    "Curve",
     "HyperLISTA",
+    "HyperTuneConfig",
     "Problem",
     "SparseProblem",
     "TrainResult",
+    "TuneResult",
     "UnrollTrainConfig",
     "UnrolledSolver",
     "analytic_weight",
     "build_solver",
+    "classical_reach",
+    "compare_solvers",
     "gaussian_dictionary",
     "load_solver",
     "make_problem",
     "mutual_coherence",
+    "nmse_curve",
     "nmse_db",
     "save_solver",
     "soft_threshold",
     "support_schedule",
     "support_select",
     "train_solver",
+    "tune_hyperlista",
 ]

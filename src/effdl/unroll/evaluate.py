@@ -124,11 +124,11 @@ class Comparison:
 
     Example:
         >>> c = Comparison(curves=[Curve("ista", [-1.0, -2.0], 0), Curve("alista", [-5.0, -9.0], 32)], samples=8)
-        >>> print(c.table())  # doctest: +NORMALIZE_WHITESPACE
-        solver  params  NMSE@1 (dB)  NMSE@2 (dB)  dB/layer  train (s)
-        ------  ------  -----------  -----------  --------  ---------
-        ista         0         -1.0         -2.0         -          -
-        alista      32         -5.0         -9.0         -          -
+        >>> print(c.table())
+        | solver | params | NMSE@1 (dB) | NMSE@2 (dB) | dB/layer | train (s) |
+        |:-------|-------:|------------:|------------:|---------:|----------:|
+        | ista   |      0 |        -1.0 |        -2.0 |        - |         - |
+        | alista |     32 |        -5.0 |        -9.0 |        - |         - |
     """
 
     curves: list[Curve]

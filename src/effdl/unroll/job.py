@@ -72,12 +72,22 @@ def fit_solver(
     model_path = out / MODEL_FILE
     if resume and model_path.exists():
         solver = load_solver(model_path)
-        if not torch.equal(solver.A, problem.A) or solver.num_layers != layers:
+        if solver.method != method or not torch.equal(solver.A, problem.A) or solver.num_layers != layers:
             raise CheckpointError(
-                f"{model_path} was trained for another problem or depth; use a fresh --out or the same settings"
+                f"{model_path} holds a {solver.num_layers}-layer {solver.method} solver, not the {layers}-layer "
+                f"{method} asked for, or was trained on another problem; use a fresh --out or the same settings"
+            )
+        fit = dict(solver.checkpoint_meta.get("fit", {}))
+        wanted = (tune if method == "hyperlista" else train).to_dict()
+        saved = fit.get("config", {})
+        changed = sorted(k for k in wanted if k != "progress" and saved.get(k) != wanted[k])
+        if changed:
+            raise CheckpointError(
+                f"{model_path} was fitted with other settings ({', '.join(changed)} differ); use a fresh --out "
+                "or the same settings"
             )
         log.info("%s: already trained, loaded %s", method, model_path)
-        return solver, dict(solver.checkpoint_meta.get("fit", {}))
+        return solver, fit
     solver = build_solver(method, problem.A, layers)
     if method == "hyperlista":
         result = tune_hyperlista(solver, problem, tune)

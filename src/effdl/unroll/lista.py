@@ -54,7 +54,7 @@ class LISTA(UnrolledSolver):
         >>> p = make_problem(m=20, n=40)
         >>> net = LISTA(p.A, 3)
         >>> net(p.sample(5, seed=0)[0]).shape, sum(t.numel() for t in net.parameters())
-        (torch.Size([5, 40]), 5403)
+        (torch.Size([5, 40]), 7203)
     """
 
     method = "lista"
