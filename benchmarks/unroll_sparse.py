@@ -3,8 +3,9 @@ LISTA-CP, LISTA-CPSS and ALISTA trained layer-wise, ALISTA also jointly, HyperLI
 search, against ISTA and FISTA (lam = 0.1) on 1000 held-out problems; then how many ISTA/FISTA iterations (best
 LASSO weight of a grid) reach each learned solver's 16-layer NMSE.
 
-Run: .venv/bin/python benchmarks/unroll_sparse.py [--steps 1000]   (about 40 minutes on 2 cores; resumable: the
-trained models are kept in runs/bench-unroll and a rerun loads them)
+Run: .venv/bin/python benchmarks/unroll_sparse.py   (about 25 minutes on 2 cores; --steps 1000 trains the
+LISTA family longer, about an hour; resumable: the trained models are kept in runs/bench-unroll and a rerun with
+the same settings loads them)
 Writes benchmarks/results/unroll_sparse.{md,json} and unroll_sparse_nmse.png, unroll_sparse_iterations.png.
 """
 
@@ -29,10 +30,14 @@ LAYERS = 16
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=1000, help="most steps per layer-wise stage")
-    parser.add_argument("--joint-steps", type=int, default=4000, help="most steps per joint stage")
-    parser.add_argument("--reach-max", type=int, default=10_000, help="most ISTA/FISTA iterations tried")
-    parser.add_argument("--work", default="runs/bench-unroll", help="where trained models are kept")
+    parser.add_argument("--steps", type=int, default=300, help="most steps per layer-wise stage")
+    parser.add_argument("--joint-steps", type=int, default=1000, help="most steps per joint stage")
+    parser.add_argument("--reach-max", type=int, default=5000, help="most ISTA/FISTA iterations tried")
+    parser.add_argument(
+        "--work",
+        default=str(Path(__file__).parent.parent / "runs" / "bench-unroll"),
+        help="where trained models are kept",
+    )
     args = parser.parse_args()
     work = Path(args.work)
     problem = Problem(SparseProblem())
