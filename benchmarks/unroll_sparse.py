@@ -71,6 +71,13 @@ def main() -> None:
     title = "ISTA/FISTA iterations vs 16 learned layers"
     plot_long_run(long_curves, shown, RESULTS / "unroll_sparse_iterations.png", title=title)
     reach = {(r.algorithm, r.target): r for r in reaches}
+    # ALISTA's accuracy needs a smaller LASSO weight than the grid above reaches in its budget: search further
+    extended, _ = classical_reach(problem, {"alista-16": targets["alista-16"]}, lams=(0.001, 0.0003),
+                                  max_iterations=4 * args.reach_max, samples=1000)  # fmt: skip
+    for r in extended:
+        best = reach[(r.algorithm, r.target)]
+        if r.iterations is not None and (best.iterations is None or r.iterations < best.iterations):
+            reach[(r.algorithm, r.target)] = r
 
     def linearity(values: list[float]) -> tuple[float, float]:
         """Slope (dB/layer) and R^2 of a straight-line fit over layers 2..16."""
@@ -118,7 +125,8 @@ def main() -> None:
         f"250, batch 64, fresh problems every step); joint: 3 stages of at most {args.joint_steps} steps. "
         "HyperLISTA: 648-point coarse-to-fine grid "
         "or 60 Bayesian (GP-EI) evaluations on 500 training problems. ISTA/FISTA rows use lam = 0.1; the iteration "
-        f"columns take the best lam of (0.1, 0.03, 0.01, 0.003, 0.001), at most {args.reach_max} iterations. "
+        f"columns take the best lam of (0.1, 0.03, 0.01, 0.003, 0.001), at most {args.reach_max} iterations "
+        f"(for ALISTA's target also lam 0.001 and 0.0003 with up to {4 * args.reach_max} iterations). "
         "'tuned numbers' counts what is fitted to data. Fit times were measured on a shared 2-core CPU.",
         "",
         *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks],
@@ -128,7 +136,8 @@ def main() -> None:
             "iterations than layers."
             if alista_ista.iterations
             else f"- ISTA does not reach the {curves['alista'].final:.1f} dB of 16-layer ALISTA within "
-            f"{args.reach_max} iterations at any lam of the grid."
+            f"{4 * args.reach_max} iterations at any lam tried (a run also stops once it gains < 0.05 dB "
+            "over 1000 iterations)."
         ),
         "",
         "Plots: unroll_sparse_nmse.png (NMSE per layer), unroll_sparse_iterations.png (ISTA/FISTA over iterations).",
