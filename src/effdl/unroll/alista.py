@@ -24,7 +24,7 @@ from torch import nn
 from effdl.core.config import check_range
 from effdl.core.errors import ShapeError
 from effdl.unroll.coherence import analytic_weight, mutual_coherence
-from effdl.unroll.shrink import soft_threshold, support_schedule, support_select
+from effdl.unroll.shrink import support_schedule, support_select
 from effdl.unroll.solvers import SOLVERS, UnrolledSolver
 
 __all__ = ["ALISTA", "HyperLISTA"]
@@ -105,7 +105,7 @@ class ALISTA(UnrolledSolver):
         b, x = self._start(b)
         for k, layer in enumerate(list(self.layers)[:depth]):
             v = x - layer.gamma * ((x @ self.A.T - b) @ self.W)  # x - gamma W^T (A x - b)
-            x = support_select(v, layer.theta, self.fractions[k]) if self.support else soft_threshold(v, layer.theta)
+            x = support_select(v, layer.theta, self.fractions[k])  # a fraction of 0 is soft thresholding
             yield x
 
 

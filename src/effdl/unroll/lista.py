@@ -132,7 +132,7 @@ class LISTACP(UnrolledSolver):
         b, x = self._start(b)
         for k, layer in enumerate(list(self.layers)[:depth]):
             v = x + (b - x @ self.A.T) @ layer.W.T  # x + W (b - A x)
-            x = support_select(v, layer.theta, self.fractions[k]) if self.support else soft_threshold(v, layer.theta)
+            x = support_select(v, layer.theta, self.fractions[k])  # a fraction of 0 is soft thresholding
             yield x
 
 
