@@ -10,7 +10,7 @@ import yaml
 from effdl.core.checkpoint import read_metadata
 from effdl.core.errors import ConfigError
 
-__all__ = ["add_data_args", "add_measure_args", "parse_options", "parse_shape"]
+__all__ = ["add_data_args", "add_log_flags", "add_measure_args", "parse_options", "parse_shape"]
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -43,6 +43,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or min(shape) < 1:
         raise ConfigError(f"--input-shape takes positive integers like 1,40 or 3,32,32 (no batch), got {text!r}")
     return shape
+
+
+def add_log_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds ``-v/--verbose`` and ``-q/--quiet`` to a (sub-)command, so they work after its name too."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
+    )
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> None:

@@ -8,6 +8,7 @@ import sys
 
 from effdl import __version__
 from effdl.cli import commands
+from effdl.cli.common import add_log_flags
 from effdl.core.errors import EffdlError
 
 __all__ = ["build_parser", "main"]
@@ -28,10 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     for register in commands.REGISTER:
         register(sub)
     for command in sub.choices.values():  # the logging flags work after the command name too
-        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-        command.add_argument(
-            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
-        )
+        add_log_flags(command)
     return parser
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from effdl.cli.common import data_options
+from effdl.cli.common import add_log_flags, data_options
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.core.table import format_table
@@ -42,8 +42,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="examples per mini-batch (default 64)")
     p.add_argument("--batches", type=int, default=2, help="mini-batches the proxies see (default 2; ZiCo needs 2+)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights the architectures are scored at")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors")
+    add_log_flags(p)
     p.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help=argparse.SUPPRESS)
 

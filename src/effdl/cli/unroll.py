@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from effdl.cli.common import add_log_flags
 from effdl.core.table import format_table
 from effdl.unroll.hyper import HyperTuneConfig
 from effdl.unroll.job import CLASSICAL, LEARNED, eval_report, parse_methods, train_report
@@ -20,8 +21,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="learned solvers' layers and ISTA/FISTA iterations (default 16, or the solvers')")  # fmt: skip
     p.add_argument("--lam", type=float, default=0.1, help="LASSO weight of the ISTA/FISTA baselines (default 0.1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors")
+    add_log_flags(p)
 
 
 def _add_problem(p: argparse.ArgumentParser) -> None:
