@@ -24,6 +24,7 @@ from common import RESULTS, write_results
 from effdl.compress import Recipe, compress_model
 from effdl.core.table import format_table, human_bytes
 from effdl.data import DatasetSplits, get_dataset
+from effdl.measure import MeasureConfig
 from effdl.models import create_model
 from effdl.train import Trainer, default_train_config
 
@@ -54,7 +55,8 @@ def main() -> None:
     rows, records = [], []
     for label, data, model, rec, metric in cases:
         with tempfile.TemporaryDirectory() as tmp:
-            result = compress_model(model, data, rec, out_dir=tmp, batch_size=32, progress=False)
+            result = compress_model(model, data, rec, out_dir=tmp, measure=MeasureConfig(batch_size=32, repeats=30),
+                                    progress=False)
             key = label.split(" ")[0]
             shutil.copy(Path(tmp) / "pareto.png", RESULTS / f"compress_headline_{key}.png")
             report_md = (Path(tmp) / "report.md").read_text()

@@ -17,7 +17,7 @@ from effdl.core.table import format_table
 from effdl.data import get_dataset
 from effdl.distill import Distillation, DistillConfig
 from effdl.models import create_model
-from effdl.prune import L1FilterPruning, prune_
+from effdl.prune import L1FilterPruneConfig, prune_
 from effdl.train import Trainer, default_train_config, evaluate
 
 SEEDS = (0, 1, 2)
@@ -38,7 +38,7 @@ def main() -> None:
         rec = {"seed": seed, "teacher": evaluate(teacher, data.test)["accuracy"]}
         for ratio in RATIOS:
             pruned = copy.deepcopy(teacher)
-            prune_(pruned, L1FilterPruning(ratio=ratio), example_inputs=data.example_inputs(2))
+            prune_(pruned, L1FilterPruneConfig(ratio=ratio), example_inputs=data.example_inputs(2))
             rec[f"{ratio} pruned"] = evaluate(pruned, data.test)["accuracy"]
             for kd in (False, True):
                 student = copy.deepcopy(pruned)

@@ -15,7 +15,7 @@ from common import write_results
 from effdl.core.table import format_table
 from effdl.data import get_dataset
 from effdl.models import create_model
-from effdl.prune import DynamicSparseTraining, DynamicSparsity
+from effdl.prune import DynamicSparseTraining, DynamicSparsityConfig
 from effdl.train import Trainer, default_train_config, evaluate
 
 MODEL = "cnn1d"
@@ -26,7 +26,7 @@ SPARSITY = 0.9
 def run(method: str, seed: int, data, cfg) -> float:
     torch.manual_seed(seed)
     model = create_model(MODEL)
-    dst = DynamicSparsity(method=method, sparsity=SPARSITY, update_every=50, drop_fraction=0.3, seed=seed)
+    dst = DynamicSparsityConfig(method=method, ratio=SPARSITY, update_every=50, drop_fraction=0.3, seed=seed)
     cb = DynamicSparseTraining(dst)
     Trainer(model, cfg.replace(seed=seed), callbacks=[cb]).fit(data.train)
     assert abs(cb.sparsity - SPARSITY) < 0.01

@@ -12,14 +12,15 @@ import statistics
 import torch
 
 from common import write_results
+from effdl.compress import find_lottery_ticket
 from effdl.core.table import format_table
 from effdl.data import get_dataset
 from effdl.models import create_model
-from effdl.prune import KeepSparsity, LotteryTicket, apply_masks_, find_lottery_ticket, reinitialize_
+from effdl.prune import KeepSparsity, LotteryTicketConfig, apply_masks_, reinitialize_
 from effdl.train import Trainer, default_train_config, evaluate
 
 MODEL = "cnn1d"
-CONFIG = LotteryTicket(rounds=4, rate=0.4, rewind_step=200)
+CONFIG = LotteryTicketConfig(rounds=4, ratio=0.4, rewind_step=200)
 CONTROL_SEEDS = (1, 2, 3)
 
 

@@ -28,7 +28,7 @@ from effdl.core.table import format_table, human_bytes
 from effdl.data import get_dataset, make_loader
 from effdl.measure import count_macs, measure_latency
 from effdl.models import create_model, save_model
-from effdl.prune import KeepSparsity, MagnitudePruning, StructuredPruning, prune_, save_sparse
+from effdl.prune import KeepSparsity, MagnitudePruneConfig, StructuredPruneConfig, prune_, save_sparse
 from effdl.train import Trainer, default_train_config, evaluate
 
 MODEL = "cnn1d"
@@ -91,12 +91,15 @@ def main() -> None:
         rand = []
         for seed in range(RANDOM_SEEDS):
             r = copy.deepcopy(dense)
-            prune_(r, StructuredPruning(criterion="random", ratio=ratio, seed=seed), example_inputs=x)
+            prune_(r, StructuredPruneConfig(criterion="random", ratio=ratio, seed=seed), example_inputs=x)
             rand.append(acc(r, data))
         for criterion in ("l1", "l1_raw", "l2", "bn_scale", "taylor"):
             m = copy.deepcopy(dense)
             prune_(
-                m, StructuredPruning(criterion=criterion, ratio=ratio, num_batches=16), example_inputs=x, data=loader
+                m,
+                StructuredPruneConfig(criterion=criterion, ratio=ratio, num_batches=16),
+                example_inputs=x,
+                data=loader,
             )
             a = acc(m, data)
             rows.append([f"{criterion}, {ratio:.0%} of filters", "none", f"{100 * a:.2f}%", "-", "-"])
@@ -114,7 +117,7 @@ def main() -> None:
 
     # 2 + 3. 50% + the same fine-tune, effdl and Torch-Pruning
     ours = copy.deepcopy(dense)
-    prune_(ours, StructuredPruning(criterion="l1", ratio=0.5), example_inputs=x)
+    prune_(ours, StructuredPruneConfig(criterion="l1", ratio=0.5), example_inputs=x)
     theirs = torch_pruning(dense, x, 0.5)
     x1 = x[:1]
     for label, model in (("effdl L1 50%", ours), ("Torch-Pruning L1 50%", theirs)):
@@ -134,7 +137,7 @@ def main() -> None:
     # 4. unstructured: effdl vs torch.nn.utils.prune
     urows = []
     ours_u = copy.deepcopy(dense)
-    prune_(ours_u, MagnitudePruning(sparsity=0.9, scope="global"), example_inputs=x)
+    prune_(ours_u, MagnitudePruneConfig(ratio=0.9, scope="global"), example_inputs=x)
     theirs_u = copy.deepcopy(dense)
     params = [(m, "weight") for m in theirs_u.modules() if isinstance(m, torch.nn.Conv1d | torch.nn.Linear)]
     torch.nn.utils.prune.global_unstructured(params, pruning_method=torch.nn.utils.prune.L1Unstructured, amount=0.9)

@@ -21,7 +21,7 @@ from common import write_results
 from effdl.core.table import format_table, human_count
 from effdl.measure import count_macs, measure_latency
 from effdl.models import create_model
-from effdl.prune import L1FilterPruning, prune_
+from effdl.prune import L1FilterPruneConfig, prune_
 
 ROUNDS = 15
 RATIO = 0.5
@@ -66,7 +66,7 @@ def main() -> None:
         dense = create_model(name).eval()
         x1 = torch.randn(1, 3, 32, 32)
         ours = copy.deepcopy(dense)
-        prune_(ours, L1FilterPruning(ratio=RATIO), example_inputs=x1)
+        prune_(ours, L1FilterPruneConfig(ratio=RATIO), example_inputs=x1)
         theirs = torch_pruning(dense, x1, RATIO)
         macs = {k: count_macs(m, x1) for k, m in (("dense", dense), ("effdl", ours), ("tp", theirs))}
         params = {

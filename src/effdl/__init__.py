@@ -12,7 +12,7 @@ Example:
 
 from effdl._version import __version__
 from effdl.analysis import LandscapeConfig, SharpnessConfig, loss_surface, sharpness_report
-from effdl.compress import Recipe, compress_model, sweep
+from effdl.compress import FinetuneConfig, compress_model, find_lottery_ticket, sweep
 from effdl.core import (
     CheckpointError,
     Config,
@@ -20,21 +20,24 @@ from effdl.core import (
     DatasetNotFoundError,
     EffdlError,
     ModelSummary,
+    Recipe,
     Report,
     ShapeError,
     UnknownNameError,
     UnsafeCheckpointError,
     UnsupportedError,
+    apply_,
     load_checkpoint,
     save_checkpoint,
     seed_everything,
 )
+from effdl.core.deprecation import deprecated_config, module_getattr
 from effdl.data import DatasetSplits, get_dataset, list_datasets
 from effdl.distill import Distillation, DistillConfig
-from effdl.factorize import LowRankFactorization, factorize_
-from effdl.measure import Profile, count_macs, measure_latency, profile
+from effdl.factorize import LowRankConfig, factorize_
+from effdl.measure import MeasureConfig, Profile, count_macs, measure_latency, profile
 from effdl.models import create_model, list_models, load_model, save_model
-from effdl.prune import L1FilterPruning, MagnitudePruning, StructuredPruning, prune_
+from effdl.prune import L1FilterPruneConfig, LotteryTicketConfig, MagnitudePruneConfig, StructuredPruneConfig, prune_
 from effdl.quant import Int8Config, QuantConfig, convert_int8, quantize_
 from effdl.train import Callback, TrainConfig, Trainer, evaluate, train_model
 
@@ -48,11 +51,14 @@ __all__ = [
     "DistillConfig",
     "Distillation",
     "EffdlError",
+    "FinetuneConfig",
     "Int8Config",
-    "L1FilterPruning",
+    "L1FilterPruneConfig",
     "LandscapeConfig",
-    "LowRankFactorization",
-    "MagnitudePruning",
+    "LotteryTicketConfig",
+    "LowRankConfig",
+    "MagnitudePruneConfig",
+    "MeasureConfig",
     "ModelSummary",
     "Profile",
     "QuantConfig",
@@ -60,19 +66,21 @@ __all__ = [
     "Report",
     "ShapeError",
     "SharpnessConfig",
-    "StructuredPruning",
+    "StructuredPruneConfig",
     "TrainConfig",
     "Trainer",
     "UnknownNameError",
     "UnsafeCheckpointError",
     "UnsupportedError",
     "__version__",
+    "apply_",
     "compress_model",
     "convert_int8",
     "count_macs",
     "create_model",
     "evaluate",
     "factorize_",
+    "find_lottery_ticket",
     "get_dataset",
     "list_datasets",
     "list_models",
@@ -90,3 +98,11 @@ __all__ = [
     "sweep",
     "train_model",
 ]
+
+# the names before the architecture change (one release)
+__getattr__ = module_getattr(__name__, {
+    "StructuredPruning": lambda: deprecated_config("StructuredPruning", StructuredPruneConfig),
+    "L1FilterPruning": lambda: deprecated_config("L1FilterPruning", L1FilterPruneConfig),
+    "MagnitudePruning": lambda: deprecated_config("MagnitudePruning", MagnitudePruneConfig),
+    "LowRankFactorization": lambda: deprecated_config("LowRankFactorization", LowRankConfig),
+})  # fmt: skip

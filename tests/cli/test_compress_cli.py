@@ -8,21 +8,22 @@ import pytest
 import torch
 
 from effdl.cli.main import main
-from effdl.compress import FinetuneStep, PruneStep, QuantizeStep, Recipe, compress_model
+from effdl.compress import FinetuneConfig, Recipe, compress_model
 from effdl.core import load_checkpoint
 from effdl.data import get_dataset
 from effdl.distill import DistillConfig
+from effdl.measure import MeasureConfig
 from effdl.models import load_model
-from effdl.prune import L1FilterPruning
+from effdl.prune import L1FilterPruneConfig
 from effdl.quant import Int8Config, load_int8
 
 pytest.importorskip("onnxruntime")
 
 RECIPE = Recipe(
     [
-        PruneStep(config=L1FilterPruning(ratio=0.5)),
-        FinetuneStep(train={"epochs": 2}, distill=DistillConfig(alpha=0.5)),
-        QuantizeStep(config=Int8Config(runtime="onnxruntime")),
+        L1FilterPruneConfig(ratio=0.5),
+        FinetuneConfig(train={"epochs": 2}, distill=DistillConfig(alpha=0.5)),
+        Int8Config(runtime="onnxruntime"),
     ],
     name="test",
 )
@@ -42,7 +43,8 @@ def _same(a, b):
 def reference(trained, tmp_path_factory):
     """The recipe run from Python, uninterrupted."""
     out = tmp_path_factory.mktemp("python")
-    compress_model(load_model(trained), get_dataset("mnist1d"), RECIPE, out_dir=out, repeats=3, progress=False)
+    fast = MeasureConfig(batch_size=32, repeats=3)
+    compress_model(load_model(trained), get_dataset("mnist1d"), RECIPE, out_dir=out, measure=fast, progress=False)
     return out
 
 
@@ -51,7 +53,7 @@ def test_recipe_saved_from_python_gives_the_same_model_in_the_cli(trained, refer
     assert main(_cli(path, "--checkpoint", trained, "--out", tmp_path / "cli")) == 0
     out = capsys.readouterr().out
     assert "| stage" in out and "deployment at batch 32" in out and "report:" in out
-    for step in ("01-prune", "02-finetune"):
+    for step in ("01-l1-filter-prune", "02-finetune"):
         assert _same(
             reference / "steps" / step / "model.safetensors", tmp_path / "cli" / "steps" / step / "model.safetensors"
         )
@@ -60,6 +62,7 @@ def test_recipe_saved_from_python_gives_the_same_model_in_the_cli(trained, refer
     assert torch.equal(q1(x), q2(x))
 
 
+@pytest.mark.slow  # a killed subprocess: run with -m slow
 def test_killed_compress_resumes_from_the_last_finished_step(trained, reference, tmp_path, caplog):
     recipe = RECIPE.save(tmp_path / "recipe.yaml")
     out = tmp_path / "killed"
@@ -83,13 +86,13 @@ def test_killed_compress_resumes_from_the_last_finished_step(trained, reference,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 9, proc.stderr
-    assert (out / "steps" / "01-prune" / "model.safetensors").exists()
+    assert (out / "steps" / "01-l1-filter-prune" / "model.safetensors").exists()
     assert not (out / "steps" / "02-finetune" / "model.safetensors").exists()
-    pruned_time = (out / "steps" / "01-prune" / "model.safetensors").stat().st_mtime_ns
+    pruned_time = (out / "steps" / "01-l1-filter-prune" / "model.safetensors").stat().st_mtime_ns
     with caplog.at_level(logging.INFO, logger="effdl"):
         assert main(["-v", *_cli(recipe, "--checkpoint", trained, "--out", out)]) == 0
     assert "continuing" in caplog.text and "resumed from" in caplog.text
-    assert (out / "steps" / "01-prune" / "model.safetensors").stat().st_mtime_ns == pruned_time  # not redone
+    assert (out / "steps" / "01-l1-filter-prune" / "model.safetensors").stat().st_mtime_ns == pruned_time  # not redone
     assert _same(
         reference / "steps" / "02-finetune" / "model.safetensors", out / "steps" / "02-finetune" / "model.safetensors"
     )
@@ -99,9 +102,9 @@ def test_bad_recipe_and_other_recipe_in_the_same_folder(trained, tmp_path, capsy
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps:\n- step: prune\n  config: {ratio: 2}\n")
     assert main(_cli(bad, "--checkpoint", trained, "--out", tmp_path / "a")) == 2
-    assert "recipe step 1 (prune): ratio must be in" in capsys.readouterr().err
-    one = Recipe([PruneStep(config=L1FilterPruning(ratio=0.5))]).save(tmp_path / "one.yaml")
-    two = Recipe([PruneStep(config=L1FilterPruning(ratio=0.25))]).save(tmp_path / "two.yaml")
+    assert "recipe step 1 (StructuredPruneConfig): ratio must be in" in capsys.readouterr().err
+    one = Recipe([L1FilterPruneConfig(ratio=0.5)]).save(tmp_path / "one.yaml")
+    two = Recipe([L1FilterPruneConfig(ratio=0.25)]).save(tmp_path / "two.yaml")
     assert main(_cli(one, "--checkpoint", trained, "--out", tmp_path / "b")) == 0
     assert main(_cli(two, "--checkpoint", trained, "--out", tmp_path / "b")) == 2
     assert "another recipe" in capsys.readouterr().err
@@ -109,8 +112,8 @@ def test_bad_recipe_and_other_recipe_in_the_same_folder(trained, tmp_path, capsy
 
 
 def test_sweep_cli(trained, tmp_path, capsys):
-    one = Recipe([PruneStep(config=L1FilterPruning(ratio=0.5))], name="p").save(tmp_path / "one.yaml")
-    args = ["-q", "sweep", str(one), "--checkpoint", str(trained), "--set", "steps.0.config.ratio=0.25,0.5",
+    one = Recipe([L1FilterPruneConfig(ratio=0.5)], name="p").save(tmp_path / "one.yaml")
+    args = ["-q", "sweep", str(one), "--checkpoint", str(trained), "--set", "steps.0.ratio=0.25,0.5",
             "--out", str(tmp_path / "s"), "--repeats", "3", "--no-progress"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out

@@ -30,7 +30,7 @@ def test_ptq_int8_prints_before_after_and_saves_a_reloadable_model(trained, tmp_
     jsonschema.validate(report, report_schema())
     assert report["after"]["size_bytes"] < 0.35 * report["before"]["size_bytes"]
     assert abs(report["after"]["accuracy"] - report["before"]["accuracy"]) < 0.02
-    q = load_int8(report["artifacts"]["model"])
+    q = load_int8(report["artifacts"]["final_model"])
     data = get_dataset("mnist1d")
     assert abs(evaluate(q, data.test)["accuracy"] - report["after"]["accuracy"]) < 1e-9
 
@@ -43,8 +43,10 @@ def test_qat_w4a4_with_lsq_saves_a_quantized_checkpoint(trained, tmp_path, capsy
     )  # fmt: skip
     assert code == 0, out
     report = json.loads((out_dir / "report.json").read_text())
-    assert report["config"]["quant"]["bits_w"] == 4 and len(report["details"]["history"]) == 1
-    model = load_model(out_dir / "model.safetensors")
+    quant, finetune = report["config"]["recipe"]["steps"]
+    assert quant["type"] == "QuantConfig" and quant["bits_w"] == 4 and finetune["train"]["epochs"] == 1
+    assert len(report["details"]["stages"][-1]["details"]["history"]) == 1
+    model = load_model(out_dir / "final" / "model.safetensors")
     assert {m.weight_quant.bits for m in quantized_layers(model).values()} == {4}
     data = get_dataset("mnist1d")
     assert abs(evaluate(model, data.test)["accuracy"] - report["after"]["accuracy"]) < 1e-9
@@ -61,6 +63,21 @@ def test_ptq_with_mixed_precision(trained, tmp_path, capsys):
     assert "mixed precision" in out and (out_dir / "mixed_precision.png").exists()
     report = json.loads((out_dir / "report.json").read_text())
     assert report["details"]["mixed_precision"]["average_bits"] <= 4.0
+
+
+def test_mixed_precision_keeps_every_other_setting(trained, tmp_path, capsys):
+    out_dir = tmp_path / "mpacc"
+    code, out, _ = _run(
+        capsys, "-q", "quantize", "--checkpoint", str(trained), "--method", "ptq", "--mixed-precision", "4",
+        "--accumulator-bits", "16", "--bits-a", "6", "--observer", "percentile", "--ignore", "classifier",
+        "--repeats", "2", "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, out
+    (step,) = json.loads((out_dir / "report.json").read_text())["config"]["recipe"]["steps"]
+    assert step["accumulator_bits"] == 16 and step["bits_a"] == 6 and step["observer"] == "percentile"
+    assert step["ignore"] == ["classifier"] and step["per_channel"] is True and step["per_layer"]
+    model = load_model(out_dir / "final" / "model.safetensors")
+    assert all(m.accumulator is not None and m.accumulator.bits == 16 for m in quantized_layers(model).values())
 
 
 def test_bad_bits_are_explained(trained, capsys):

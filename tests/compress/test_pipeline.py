@@ -4,16 +4,19 @@ import jsonschema
 import pytest
 import torch
 
-from effdl.compress import FactorizeStep, FinetuneStep, PruneStep, QuantizeStep, Recipe, compress_model, sweep
+from effdl.compress import FinetuneConfig, Recipe, compress_model, sweep
 from effdl.core import ConfigError, report_schema
 from effdl.data import get_dataset
-from effdl.factorize import LowRankFactorization
+from effdl.factorize import LowRankConfig
+from effdl.measure import MeasureConfig
 from effdl.models import create_model, load_model
-from effdl.prune import L1FilterPruning, MagnitudePruning
+from effdl.prune import L1FilterPruneConfig, MagnitudePruneConfig
 from effdl.quant import Int8Config, Int8Model
 from effdl.train import TrainConfig, Trainer, evaluate
 
 pytest.importorskip("onnxruntime")
+
+FAST = MeasureConfig(batch_size=32, repeats=3)
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +30,14 @@ def setup():
 
 def _run(setup, recipe, out, **kw):
     model, data = setup
-    return compress_model(model, data, recipe, out_dir=out, repeats=3, progress=False, **kw)
+    return compress_model(model, data, recipe, out_dir=out, measure=FAST, progress=False, **kw)
 
 
 def test_recipe_runs_end_to_end_with_reports_and_onnx(setup, tmp_path):
     recipe = Recipe([
-        PruneStep(config=L1FilterPruning(ratio=0.5)),
-        FinetuneStep(train={"epochs": 1}),
-        FactorizeStep(config=LowRankFactorization(selector="fixed", rank=4, ignore=("classifier",))),
+        L1FilterPruneConfig(ratio=0.5),
+        FinetuneConfig(train={"epochs": 1}),
+        LowRankConfig(selector="fixed", rank=4, ignore=("classifier",)),
     ])  # fmt: skip
     model, data = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -58,9 +61,9 @@ def test_recipe_runs_end_to_end_with_reports_and_onnx(setup, tmp_path):
 
 def test_int8_last_step_and_sparse_finetune(setup, tmp_path):
     recipe = Recipe([
-        PruneStep(config=MagnitudePruning(sparsity=0.7)),
-        FinetuneStep(train={"epochs": 1}),
-        QuantizeStep(config=Int8Config(runtime="torch-ao")),
+        MagnitudePruneConfig(ratio=0.7),
+        FinetuneConfig(train={"epochs": 1}),
+        Int8Config(runtime="torch-ao"),
     ])  # fmt: skip
     result = _run(setup, recipe, tmp_path)
     tuned = load_model(tmp_path / "steps" / "02-finetune" / "model.safetensors")
@@ -75,30 +78,30 @@ def test_int8_last_step_and_sparse_finetune(setup, tmp_path):
 
 
 def test_rerun_continues_and_other_recipe_is_refused(setup, tmp_path):
-    one = Recipe([PruneStep(config=L1FilterPruning(ratio=0.5))])
+    one = Recipe([L1FilterPruneConfig(ratio=0.5)])
     first = _run(setup, one, tmp_path)
     again = _run(setup, one, tmp_path)  # everything is done: only deploys and reports again
     assert [s.to_dict()["summary"] for s in again.stages] == [s.to_dict()["summary"] for s in first.stages]
-    other = Recipe([PruneStep(config=L1FilterPruning(ratio=0.25))])
+    other = Recipe([L1FilterPruneConfig(ratio=0.25)])
     with pytest.raises(ConfigError, match="another recipe"):
         _run(setup, other, tmp_path)
     _, data = setup
     changed = create_model("test_cnn1d", channels=(16, 16))  # same architecture, other weights
     with pytest.raises(ConfigError, match="another recipe or model"):
-        compress_model(changed, data, one, out_dir=tmp_path, repeats=3, progress=False)
+        compress_model(changed, data, one, out_dir=tmp_path, measure=FAST, progress=False)
     restarted = _run(setup, other, tmp_path, restart=True)
     assert restarted.stages[-1].name.endswith("25%")
 
 
 def test_sweep_marks_the_pareto_front(setup, tmp_path):
     model, data = setup
-    recipe = Recipe([PruneStep(config=L1FilterPruning(ratio=0.5))], name="p")
-    points = sweep(model, data, recipe, {"steps.0.config.ratio": [0.25, 0.75]}, out_dir=tmp_path, repeats=3,
+    recipe = Recipe([L1FilterPruneConfig(ratio=0.5)], name="p")
+    points = sweep(model, data, recipe, {"steps.0.ratio": [0.25, 0.75]}, out_dir=tmp_path, measure=FAST,
                    progress=False)  # fmt: skip
-    assert [p.settings["steps.0.config.ratio"] for p in points] == [0.25, 0.75]
+    assert [p.settings["steps.0.ratio"] for p in points] == [0.25, 0.75]
     assert points[0].size_bytes > points[1].size_bytes
     assert "Pareto" in (tmp_path / "sweep.md").read_text() and (tmp_path / "pareto.png").exists()
     acc = evaluate(load_model(f"{points[1].out_dir}/final/model.safetensors"), data.test)["accuracy"]
     assert acc == pytest.approx(points[1].accuracy)
     with pytest.raises(ConfigError, match="not a step index"):
-        sweep(model, data, recipe, {"steps.3.config.ratio": [0.5]}, out_dir=tmp_path / "bad")
+        sweep(model, data, recipe, {"steps.3.ratio": [0.5]}, out_dir=tmp_path / "bad")

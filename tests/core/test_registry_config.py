@@ -44,7 +44,7 @@ class _Demo(Config):
 def test_config_round_trip_through_plain_dict():
     cfg = _Demo(ratio=0.25, widths=(3, 4), limit=2.0)
     data = cfg.to_dict()
-    assert data == {"ratio": 0.25, "widths": [3, 4], "name": "x", "limit": 2.0}
+    assert data == {"type": "_Demo", "version": 1, "ratio": 0.25, "widths": [3, 4], "name": "x", "limit": 2.0}
     assert _Demo.from_dict(data) == cfg
     assert _Demo.from_dict({"ratio": 0}).ratio == 0.0  # ints coerce to float fields
 

@@ -4,7 +4,7 @@ from torch import nn
 
 from effdl.core.errors import ConfigError, UnknownNameError, UnsupportedError
 from effdl.factorize import (
-    LowRankFactorization,
+    LowRankConfig,
     energy_kept,
     energy_rank,
     factorize_,
@@ -12,7 +12,7 @@ from effdl.factorize import (
     singular_values,
 )
 from effdl.models import create_model, load_model, save_model
-from effdl.prune import L1FilterPruning, prune_
+from effdl.prune import L1FilterPruneConfig, prune_
 
 ARCHS = ["test_mlp", "test_cnn1d", "test_cnn2d", "test_resnet", "test_vgg", "test_mobilenetv2", "test_vit"]
 
@@ -24,7 +24,7 @@ def _x(model, n=4):
 
 def _full(conv="channel"):
     # a rank above every layer's full rank, capped per layer: the exact decomposition
-    return LowRankFactorization(selector="fixed", rank=100_000, conv=conv, only_if_smaller=False)
+    return LowRankConfig(selector="fixed", rank=100_000, conv=conv, only_if_smaller=False)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -65,7 +65,7 @@ def test_energy_rank_keeps_the_requested_share():
     x = _x(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Linear)]
     spectra = {n: singular_values(m.weight.flatten(1)) for n, m in layers}
-    cfg = LowRankFactorization(selector="energy", energy=0.8, only_if_smaller=False)
+    cfg = LowRankConfig(selector="energy", energy=0.8, only_if_smaller=False)
     report = factorize_(model, cfg, example_inputs=x)
     for row in report.details["layers"]:
         (rank,) = row["ranks"]
@@ -81,12 +81,12 @@ def test_ratio_per_layer_and_global():
     torch.manual_seed(0)
     model = create_model("test_vgg").eval()
     x = _x(model)
-    report = factorize_(model, LowRankFactorization(selector="ratio", ratio=0.4), example_inputs=x)
+    report = factorize_(model, LowRankConfig(selector="keep", keep=0.4), example_inputs=x)
     for row in report.details["layers"]:
         if row["factorized"]:
             assert row["params_after"] <= 0.4 * row["params_before"]
     model = create_model("test_vgg").eval()
-    cfg = LowRankFactorization(selector="ratio", ratio=0.4, scope="global", only_if_smaller=False)
+    cfg = LowRankConfig(selector="keep", keep=0.4, scope="global", only_if_smaller=False)
     report = factorize_(model, cfg, example_inputs=x)
     rows = report.details["layers"]
     assert sum(r["params_after"] for r in rows) <= 0.4 * sum(r["params_before"] for r in rows)
@@ -99,7 +99,7 @@ def test_mac_target_counts_positions():
     torch.manual_seed(0)
     model = create_model("test_cnn2d").eval()
     x = _x(model)
-    report = factorize_(model, LowRankFactorization(selector="ratio", ratio=0.5, target="macs"), example_inputs=x)
+    report = factorize_(model, LowRankConfig(selector="keep", keep=0.5, target="macs"), example_inputs=x)
     assert report.after.macs <= report.before.macs
 
 
@@ -108,7 +108,7 @@ def test_saved_factorized_model_reloads_and_exports(tmp_path, conv):
     torch.manual_seed(0)
     model = create_model("test_resnet").eval()
     x = _x(model)
-    factorize_(model, LowRankFactorization(selector="fixed", rank=3, conv=conv), example_inputs=x)
+    factorize_(model, LowRankConfig(selector="fixed", rank=3, conv=conv), example_inputs=x)
     path = save_model(model, tmp_path / "m.safetensors")
     again = load_model(path)
     assert torch.equal(again(x), model(x))
@@ -122,8 +122,8 @@ def test_pruned_then_factorized_model_reloads(tmp_path):
     torch.manual_seed(0)
     model = create_model("test_cnn1d").eval()
     x = _x(model)
-    prune_(model, L1FilterPruning(ratio=0.5), example_inputs=x)
-    factorize_(model, LowRankFactorization(selector="fixed", rank=2), example_inputs=x)
+    prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
+    factorize_(model, LowRankConfig(selector="fixed", rank=2), example_inputs=x)
     again = load_model(save_model(model, tmp_path / "m.safetensors"))
     assert torch.equal(again(x), model(x))
 
@@ -132,7 +132,7 @@ def test_factorized_model_trains():
     torch.manual_seed(0)
     model = create_model("test_cnn1d")
     x = _x(model, 8)
-    factorize_(model, LowRankFactorization(selector="fixed", rank=2), example_inputs=x)
+    factorize_(model, LowRankConfig(selector="fixed", rank=2), example_inputs=x)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
     loss = nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long))
@@ -143,7 +143,7 @@ def test_factorized_model_trains():
 
 def test_only_if_smaller_leaves_layers_dense():
     model = nn.Sequential(nn.Linear(4, 4))
-    report = factorize_(model, LowRankFactorization(selector="fixed", rank=4), example_inputs=torch.zeros(2, 4))
+    report = factorize_(model, LowRankConfig(selector="fixed", rank=4), example_inputs=torch.zeros(2, 4))
     assert report.details["factorized"] == 0 and isinstance(model[0], nn.Linear)
 
 
@@ -151,25 +151,25 @@ def test_bad_input():
     model = create_model("test_mobilenetv2")
     x = _x(model)
     with pytest.raises(UnsupportedError, match="groups="):
-        factorize_(model, LowRankFactorization(layers=("features.4.block.3",)), example_inputs=x)
+        factorize_(model, LowRankConfig(layers=("features.4.block.3",)), example_inputs=x)
     with pytest.raises(ConfigError, match="matches no Linear/Conv layer"):
-        factorize_(model, LowRankFactorization(layers=("nope",)), example_inputs=x)
+        factorize_(model, LowRankConfig(layers=("nope",)), example_inputs=x)
     with pytest.raises(UnknownNameError, match="energy"):
-        LowRankFactorization(selector="svd-magic")
+        LowRankConfig(selector="svd-magic")
     with pytest.raises(ConfigError, match="needs rank="):
-        LowRankFactorization(selector="fixed")
+        LowRankConfig(selector="fixed")
     with pytest.raises(ConfigError, match="energy must be in"):
-        LowRankFactorization(energy=1.5)
+        LowRankConfig(energy=1.5)
     with pytest.raises(ConfigError, match="scope='global'"):
-        LowRankFactorization(scope="global")
+        LowRankConfig(scope="global")
     with pytest.raises(ConfigError, match="rank must be an integer"):
         factorize_layer(nn.Linear(3, 2), "svd", (5,))
     with pytest.raises(UnsupportedError, match="kind='svd'"):
         factorize_layer(nn.Linear(3, 2), "tucker2", (1, 1))
     with pytest.raises(ConfigError, match="per_layer"):
-        LowRankFactorization(per_layer={"fc": 0})
+        LowRankConfig(per_layer={"fc": 0})
 
 
 def test_config_round_trip():
-    cfg = LowRankFactorization(selector="ratio", ratio=0.3, scope="global", ignore=("fc",), per_layer={"a": 2})
-    assert LowRankFactorization.from_dict(cfg.to_dict()) == cfg
+    cfg = LowRankConfig(selector="keep", keep=0.3, scope="global", ignore=("fc",), per_layer={"a": 2})
+    assert LowRankConfig.from_dict(cfg.to_dict()) == cfg

@@ -49,7 +49,7 @@ def test_evaluation_recovers_a_planted_ranking(tmp_path):
     assert corr["params"]["kendall_tau"] == pytest.approx(1.0)
     assert len(corr["params"]["bands"]) == 2
     assert sum(b["count"] for b in corr["params"]["bands"]) >= len(gt.records)
-    assert "params" in ev.table().splitlines()[2]  # sorted by tau, best first
+    assert "params" in ev.to_table().splitlines()[2]  # sorted by tau, best first
     assert ev.plot(tmp_path / "s.png").exists()
     doc = ev.to_dict()
     assert doc["architectures"] == 12 and len(doc["scores"]["zico"]) == 12

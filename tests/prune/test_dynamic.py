@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
-from effdl.prune import DynamicSparseTraining, DynamicSparsity, erk_densities
+from effdl.prune import DynamicSparseTraining, DynamicSparsityConfig, erk_densities
 from effdl.train import TrainConfig, Trainer
 
 
@@ -30,7 +30,7 @@ def test_erk_meets_overall_density_and_favours_small_layers():
 @pytest.mark.parametrize("method", ["rigl", "set", "static"])
 def test_sparsity_held_and_connections_move(method):
     model = _net()
-    cb = DynamicSparseTraining(DynamicSparsity(method=method, sparsity=0.8, update_every=4, drop_fraction=0.3))
+    cb = DynamicSparseTraining(DynamicSparsityConfig(method=method, ratio=0.8, update_every=4, drop_fraction=0.3))
     cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, optimizer="sgd", momentum=0.9, progress=False)
     Trainer(model, cfg, callbacks=[cb]).fit(_data())
     initial = DynamicSparseTraining(cb.config)
@@ -48,7 +48,7 @@ def test_sparsity_held_and_connections_move(method):
 
 def test_rigl_grows_where_gradient_is_large():
     model = nn.Linear(4, 1, bias=False)
-    cb = DynamicSparseTraining(DynamicSparsity(method="rigl", sparsity=0.5, update_every=1, drop_fraction=0.9))
+    cb = DynamicSparseTraining(DynamicSparsityConfig(method="rigl", ratio=0.5, update_every=1, drop_fraction=0.9))
     cb.masks = {"": torch.tensor([[True, True, False, False]])}
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, 0.01, 0.0, 0.0]]))
@@ -67,7 +67,7 @@ def test_resume_is_exact(tmp_path):
     from effdl.train import Callback
 
     cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, progress=False)
-    dst = DynamicSparsity(method="set", sparsity=0.8, update_every=3)
+    dst = DynamicSparsityConfig(method="set", ratio=0.8, update_every=3)
     ref = _net()
     Trainer(ref, cfg, callbacks=[DynamicSparseTraining(dst)]).fit(_data())
 
@@ -91,6 +91,6 @@ def test_resume_is_exact(tmp_path):
 
 def test_bad_config():
     with pytest.raises(ConfigError, match="method must be one of"):
-        DynamicSparsity(method="snip")
-    with pytest.raises(ConfigError, match="sparsity must be in"):
-        DynamicSparsity(sparsity=1.0)
+        DynamicSparsityConfig(method="snip")
+    with pytest.raises(ConfigError, match="ratio must be in"):
+        DynamicSparsityConfig(ratio=1.0)

@@ -5,15 +5,15 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from effdl.compress import find_lottery_ticket
 from effdl.core.errors import ConfigError
 from effdl.data import DatasetSplits
 from effdl.models import create_model
 from effdl.prune import (
     EarlyBird,
-    LotteryTicket,
+    LotteryTicketConfig,
     RewindPoint,
     SensitivityResult,
-    find_lottery_ticket,
     prune_,
     reinitialize_,
     sensitivity_analysis,
@@ -49,7 +49,7 @@ def test_rewind_point_captures_the_right_step():
 def test_imp_rounds_reach_sparsity_and_rewind(tmp_path):
     data = _splits()
     model = _net()
-    cfg = LotteryTicket(rounds=2, rate=0.5, rewind_step=2)
+    cfg = LotteryTicketConfig(rounds=2, ratio=0.5, rewind_step=2)
     result = find_lottery_ticket(model, data, CFG, cfg, out_dir=tmp_path)
     assert [r["round"] for r in result.rounds] == [0, 1, 2]
     assert result.rounds[2]["sparsity"] == pytest.approx(0.75, abs=0.01)
@@ -65,7 +65,7 @@ def test_imp_rounds_reach_sparsity_and_rewind(tmp_path):
 
 def test_rewind_step_beyond_run_is_an_error():
     with pytest.raises(ConfigError, match="rewind_step=10000 is beyond"):
-        find_lottery_ticket(_net(), _splits(), CFG, LotteryTicket(rounds=1, rewind_step=10000))
+        find_lottery_ticket(_net(), _splits(), CFG, LotteryTicketConfig(rounds=1, rewind_step=10000))
 
 
 def test_reinitialize_draws_new_weights_reproducibly():

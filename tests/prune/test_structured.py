@@ -10,8 +10,8 @@ from effdl.measure import count_macs
 from effdl.models import list_models, load_model, save_model
 from effdl.prune import (
     CRITERIA,
-    L1FilterPruning,
-    StructuredPruning,
+    L1FilterPruneConfig,
+    StructuredPruneConfig,
     build_dependency_graph,
     plan_structured,
     prune_,
@@ -30,14 +30,13 @@ def params(m):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_pruned_equals_zeroed_dense_and_reloads_and_exports(name, make, tmp_path):
     model, x = make(name)
-    _, plan = plan_structured(model, StructuredPruning(ratio=0.5), x)
+    _, plan = plan_structured(model, StructuredPruneConfig(ratio=0.5), x)
     assert plan.num_removed > 0
     zeroed = copy.deepcopy(model)
     zero_channels_(zeroed, plan)
     with torch.no_grad():
         assert not torch.allclose(zeroed(x), model(x), atol=1e-4)  # the check below is not vacuous
-    remove_channels_(model, plan, x)
-    model.effdl_structure = "pruned"
+    remove_channels_(model, plan, x)  # nothing else marks the model: the checkpoint records the new shapes
     with torch.no_grad():
         y = model(x)
         torch.testing.assert_close(y, zeroed(x), atol=1e-5, rtol=1e-4)
@@ -58,7 +57,7 @@ def test_contract_every_criterion_every_model(name, criterion, make):
     x1 = x[:1]
     macs, n = count_macs(model, x1), params(model)
     data = [(x, torch.tensor([0, 1]))]
-    report = prune_(model, StructuredPruning(criterion=criterion, ratio=0.4), example_inputs=x, data=data)
+    report = prune_(model, StructuredPruneConfig(criterion=criterion, ratio=0.4), example_inputs=x, data=data)
     with torch.no_grad():
         out = model(x)
     assert out.shape == (2, model.effdl_spec["num_classes"])
@@ -72,7 +71,7 @@ def test_residual_stage_is_one_group_and_stays_consistent(make):
     graph = build_dependency_graph(model, x)
     stage = graph.group("conv1")  # stem + every block's conv2 that adds into the same stream
     assert set(stage.producers) >= {"conv1", "layer1.0.conv2"}
-    prune_(model, L1FilterPruning(ratio=0.5), example_inputs=x)
+    prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
     assert model.conv1.out_channels == model.layer1[0].conv2.out_channels == model.bn1.num_features == 2
 
 
@@ -84,7 +83,7 @@ def test_depthwise_follows_its_input(make):
         if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
     ]
     before = {n: m.groups for n, m in dw}
-    prune_(model, L1FilterPruning(ratio=0.5), example_inputs=x)
+    prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
     changed = [n for n, m in dw if m.groups < before[n]]
     assert changed
     for _, m in dw:
@@ -93,7 +92,7 @@ def test_depthwise_follows_its_input(make):
 
 def test_concat_offsets_into_consumer(make):
     model, x = make("test_densenet")
-    prune_(model, L1FilterPruning(ratio=0.5), example_inputs=x)
+    prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             assert m.weight.shape[1] * m.groups == m.in_channels
@@ -105,7 +104,7 @@ def test_attention_heads_removed_whole(make):
     model, x = make("test_vit")
     attn = model.blocks[0].attn
     assert attn.num_heads == 2
-    prune_(model, L1FilterPruning(ratio=0.5), example_inputs=x)
+    prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
     assert attn.num_heads == 1 and attn.head_dim == 8
     assert attn.qkv.out_features == 3 * 8 and attn.proj.in_features == 8
     assert model.blocks[0].norm1.normalized_shape == (16,)  # the residual stream under LayerNorm is kept
@@ -123,13 +122,13 @@ def test_flatten_to_linear_expands_channels(make):
 
 def test_round_to_and_uniform_counts(make):
     model, x = make("cnn1d")
-    prune_(model, StructuredPruning(ratio=0.3, round_to=8), example_inputs=x)
+    prune_(model, StructuredPruneConfig(ratio=0.3, round_to=8), example_inputs=x)
     assert [model.features[i].out_channels for i in (0, 3, 6)] == [24, 24, 24]
 
 
 def test_per_layer_ratios_and_zero_keeps_group(make):
     model, x = make("cnn1d")
-    prune_(model, StructuredPruning(ratio=0.5, per_layer={"features.0": 0.0, "features.6": 0.25}), example_inputs=x)
+    prune_(model, StructuredPruneConfig(ratio=0.5, per_layer={"features.0": 0.0, "features.6": 0.25}), example_inputs=x)
     assert [model.features[i].out_channels for i in (0, 3, 6)] == [32, 16, 24]
 
 
@@ -137,7 +136,7 @@ def test_global_ranking_removes_overall_fraction_unevenly(make):
     model, x = make("cnn1d")
     with torch.no_grad():
         model.features[6].weight[:30].mul_(1e-3)  # 30 of the last layer's 32 filters are negligible
-    prune_(model, StructuredPruning(ratio=0.5, global_ranking=True, max_ratio=0.75), example_inputs=x)
+    prune_(model, StructuredPruneConfig(ratio=0.5, scope="global", max_ratio=0.75), example_inputs=x)
     widths = [model.features[i].out_channels for i in (0, 3, 6)]
     assert sum(widths) == 48  # half of all 96 channels
     assert widths[2] == 8  # as many as max_ratio lets go from the group with tiny filters
@@ -153,7 +152,7 @@ def test_l1_removes_smallest_filters(make):
     norms = w.detach().abs().sum(1)
     keep_expected = torch.argsort(norms, descending=True)[:8].sort().values
     kept_rows = w.detach()[keep_expected].clone()
-    prune_(model, L1FilterPruning(ratio=0.5), example_inputs=x)
+    prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
     torch.testing.assert_close(model.net[1].weight.detach(), kept_rows)
 
 
@@ -167,15 +166,15 @@ def test_l1_folds_the_following_batchnorm():
     graph = build_dependency_graph(model, x)
     assert graph.groups[0].folds == {"0": "1"}
     raw, folded = copy.deepcopy(model), copy.deepcopy(model)
-    prune_(raw, StructuredPruning(criterion="l1_raw", ratio=0.5), example_inputs=x)
-    prune_(folded, StructuredPruning(criterion="l1", ratio=0.5), example_inputs=x)
+    prune_(raw, StructuredPruneConfig(criterion="l1_raw", ratio=0.5), example_inputs=x)
+    prune_(folded, StructuredPruneConfig(criterion="l1", ratio=0.5), example_inputs=x)
     assert raw[0].weight[:, 0, 0].tolist() == [3.0, 4.0]
     assert folded[0].weight[:, 0, 0].tolist() == [1.0, 3.0]  # scores 30, 6, 9, 1.2 (times sqrt(1+eps))
 
 
 def test_ignore_keeps_layer_whole(make):
     model, x = make("cnn1d")
-    prune_(model, StructuredPruning(ratio=0.5, ignore=("features.3",)), example_inputs=x)
+    prune_(model, StructuredPruneConfig(ratio=0.5, ignore=("features.3",)), example_inputs=x)
     assert model.features[3].out_channels == 32  # its outputs and inputs are pinned
     assert model.features[0].out_channels == 32
     assert model.features[6].out_channels == 16
@@ -184,20 +183,20 @@ def test_ignore_keeps_layer_whole(make):
 @pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5])
 def test_bad_ratio(ratio):
     with pytest.raises(ConfigError, match=r"ratio must be in \[0.0, 1.0\).*use ratio=0.5"):
-        StructuredPruning(ratio=ratio)
+        StructuredPruneConfig(ratio=ratio)
 
 
 def test_unknown_criterion():
     with pytest.raises(UnknownNameError, match="l1"):
-        StructuredPruning(criterion="l3")
+        StructuredPruneConfig(criterion="l3")
 
 
 def test_layer_that_cannot_be_pruned_is_named(make):
     model, x = make("cnn1d")
     with pytest.raises(UnsupportedError, match=r"'classifier' cannot be pruned: they reach the model output"):
-        prune_(model, StructuredPruning(per_layer={"classifier": 0.5}), example_inputs=x)
+        prune_(model, StructuredPruneConfig(per_layer={"classifier": 0.5}), example_inputs=x)
     with pytest.raises(ConfigError, match="matches no prunable layer"):
-        prune_(model, StructuredPruning(per_layer={"nope": 0.5}), example_inputs=x)
+        prune_(model, StructuredPruneConfig(per_layer={"nope": 0.5}), example_inputs=x)
 
 
 class _Custom(nn.Module):
@@ -224,7 +223,7 @@ class _WithCustom(nn.Module):
 def test_unknown_layer_with_parameters_is_an_error_naming_it_and_ignore_fixes_it():
     model, x = _WithCustom(), torch.randn(2, 1, 10)
     with pytest.raises(UnsupportedError, match=r"layer 'rnn' \(GRU\).*ignore=\['rnn'\]"):
-        prune_(model, StructuredPruning(), example_inputs=x)
+        prune_(model, StructuredPruneConfig(), example_inputs=x)
     graph = build_dependency_graph(model, x, ignore=["rnn"])
     assert graph.groups == []  # conv1 feeds the ignored GRU, so nothing is removable; nothing silently wrong
     assert "conv1" in graph.pinned
@@ -236,7 +235,7 @@ def test_untracked_per_channel_parameter_pins_channels():
     graph = build_dependency_graph(model, x)
     assert [g.name for g in graph.groups] == ["3"]
     ref = model(x)
-    prune_(model, StructuredPruning(ratio=0.5), example_inputs=x)
+    prune_(model, StructuredPruneConfig(ratio=0.5), example_inputs=x)
     assert model[0].out_channels == 8 and model[3].out_channels == 2
     assert model(x).shape == ref.shape
 
@@ -254,7 +253,7 @@ class _DataDependent(nn.Module):
 
 def test_untraceable_model_clear_error():
     with pytest.raises(UnsupportedError, match=r"could not trace.*ignore="):
-        prune_(_DataDependent(), StructuredPruning(), example_inputs=torch.randn(2, 4))
+        prune_(_DataDependent(), StructuredPruneConfig(), example_inputs=torch.randn(2, 4))
 
 
 def test_missing_or_bad_example_inputs(make):
@@ -262,12 +261,12 @@ def test_missing_or_bad_example_inputs(make):
     from effdl.core.errors import ShapeError
 
     with pytest.raises(ShapeError, match="example_inputs"):
-        prune_(model, StructuredPruning(), example_inputs=None)
+        prune_(model, StructuredPruneConfig(), example_inputs=None)
     with pytest.raises(ShapeError, match="expects inputs of shape"):
-        prune_(model, StructuredPruning(), example_inputs=torch.zeros(2, 3, 3))
+        prune_(model, StructuredPruneConfig(), example_inputs=torch.zeros(2, 3, 3))
     plain = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     with pytest.raises(ShapeError, match=r"does not run on example_inputs of shape \(2, 5\)"):
-        prune_(plain, StructuredPruning(), example_inputs=torch.zeros(2, 5))
+        prune_(plain, StructuredPruneConfig(), example_inputs=torch.zeros(2, 5))
 
 
 def test_hard_coded_width_is_restored_and_explained():
@@ -283,7 +282,7 @@ def test_hard_coded_width_is_restored_and_explained():
     model, x = Hard(), torch.randn(2, 4)
     ref = model(x)
     with pytest.raises(UnsupportedError, match="restored"):
-        prune_(model, StructuredPruning(), example_inputs=x)
+        prune_(model, StructuredPruneConfig(), example_inputs=x)
     assert model.fc1.out_features == 8
     torch.testing.assert_close(model(x), ref)
 
@@ -291,12 +290,12 @@ def test_hard_coded_width_is_restored_and_explained():
 def test_taylor_needs_data(make):
     model, x = make("test_mlp")
     with pytest.raises(ConfigError, match="needs data"):
-        prune_(model, StructuredPruning(criterion="taylor"), example_inputs=x)
+        prune_(model, StructuredPruneConfig(criterion="taylor"), example_inputs=x)
 
 
 def test_config_round_trip():
-    cfg = StructuredPruning(criterion="bn_scale", ratio=0.3, per_layer={"a": 0.1}, ignore=("b",), round_to=4)
-    assert StructuredPruning.from_dict(cfg.to_dict()) == cfg
+    cfg = StructuredPruneConfig(criterion="bn_scale", ratio=0.3, per_layer={"a": 0.1}, ignore=("b",), round_to=4)
+    assert StructuredPruneConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_custom_criterion_registered():
@@ -308,7 +307,7 @@ def test_custom_criterion_registered():
 
     model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
     w = model[0].weight.detach().clone()
-    prune_(model, StructuredPruning(criterion="first_k", ratio=0.5), example_inputs=torch.zeros(1, 3))
+    prune_(model, StructuredPruneConfig(criterion="first_k", ratio=0.5), example_inputs=torch.zeros(1, 3))
     torch.testing.assert_close(model[0].weight.detach(), w[:3])
 
 
@@ -331,7 +330,7 @@ class _Shared(nn.Module):
 def test_shared_module_called_twice_stays_consistent():
     torch.manual_seed(0)
     model, x = _Shared().eval(), torch.randn(2, 1, 12)
-    _, plan = plan_structured(model, StructuredPruning(ratio=0.5), x)
+    _, plan = plan_structured(model, StructuredPruneConfig(ratio=0.5), x)
     zeroed = copy.deepcopy(model)
     zero_channels_(zeroed, plan)
     remove_channels_(model, plan, x)
@@ -358,7 +357,7 @@ def test_norm_layers(norm, prunable):
     assert (graph.groups[0].name == "0") is prunable
     if not prunable:
         assert "normalizes over groups of 4 channels" in graph.pinned["0"]
-    _, plan = plan_structured(model, StructuredPruning(ratio=0.5), x)
+    _, plan = plan_structured(model, StructuredPruneConfig(ratio=0.5), x)
     zeroed = copy.deepcopy(model)
     zero_channels_(zeroed, plan)
     remove_channels_(model, plan, x)

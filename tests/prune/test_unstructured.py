@@ -7,7 +7,7 @@ from effdl.core.errors import CheckpointError, ConfigError
 from effdl.prune import (
     GradualMagnitudePruning,
     KeepSparsity,
-    MagnitudePruning,
+    MagnitudePruneConfig,
     cubic_sparsity,
     load_sparse_state_dict,
     magnitude_masks,
@@ -30,7 +30,7 @@ def _data(n=128):
 
 
 def test_layerwise_reaches_sparsity_in_every_layer():
-    masks = magnitude_masks(_net(), MagnitudePruning(sparsity=0.75, scope="layer"))
+    masks = magnitude_masks(_net(), MagnitudePruneConfig(ratio=0.75, scope="layer"))
     for m in masks.values():
         assert abs(1 - m.float().mean().item() - 0.75) < 1 / m.numel() + 1e-9
 
@@ -39,7 +39,7 @@ def test_global_uses_one_threshold():
     model = _net()
     with torch.no_grad():
         model[0].weight.copy_(torch.full_like(model[0].weight, 5.0))  # the first layer dominates the global ranking
-    masks = magnitude_masks(model, MagnitudePruning(sparsity=0.5, scope="global"))
+    masks = magnitude_masks(model, MagnitudePruneConfig(ratio=0.5, scope="global"))
     assert masks["0"].all() and sparsity_of(masks) == pytest.approx(0.5, abs=1e-3)
     kept = torch.cat([model.get_submodule(k).weight.detach().abs()[m] for k, m in masks.items()])
     dropped = torch.cat([model.get_submodule(k).weight.detach().abs()[~m] for k, m in masks.items()])
@@ -49,7 +49,7 @@ def test_global_uses_one_threshold():
 def test_prune_report_and_per_layer_override():
     model = _net()
     r = prune_(
-        model, MagnitudePruning(sparsity=0.8, scope="layer", per_layer={"4": 0.0}), example_inputs=torch.zeros(1, 8)
+        model, MagnitudePruneConfig(ratio=0.8, scope="layer", per_layer={"4": 0.0}), example_inputs=torch.zeros(1, 8)
     )
     assert r.after.nonzero_params < r.before.nonzero_params
     assert (model[4].weight != 0).all()
@@ -57,15 +57,15 @@ def test_prune_report_and_per_layer_override():
 
 
 def test_bad_sparsity():
-    with pytest.raises(ConfigError, match=r"sparsity must be in \[0.0, 1.0\)"):
-        MagnitudePruning(sparsity=1.0)
+    with pytest.raises(ConfigError, match=r"ratio must be in \[0.0, 1.0\)"):
+        MagnitudePruneConfig(ratio=1.0)
     with pytest.raises(ConfigError, match="scope must be one of"):
-        MagnitudePruning(scope="model")
+        MagnitudePruneConfig(scope="model")
 
 
 def test_masks_kept_through_finetuning():
     model = _net()
-    prune_(model, MagnitudePruning(sparsity=0.7), example_inputs=torch.zeros(1, 8))
+    prune_(model, MagnitudePruneConfig(ratio=0.7), example_inputs=torch.zeros(1, 8))
     zeros = {k: (m.weight == 0).clone() for k, m in model.named_modules() if isinstance(m, nn.Linear)}
     cfg = TrainConfig(
         epochs=2, batch_size=16, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=1e-3, progress=False
@@ -74,7 +74,7 @@ def test_masks_kept_through_finetuning():
     for k, z in zeros.items():
         assert (model.get_submodule(k).weight[z] == 0).all()
     without = _net()
-    prune_(without, MagnitudePruning(sparsity=0.7), example_inputs=torch.zeros(1, 8))
+    prune_(without, MagnitudePruneConfig(ratio=0.7), example_inputs=torch.zeros(1, 8))
     z = (without[0].weight == 0).clone()
     Trainer(without, cfg).fit(_data())
     assert (without[0].weight[z] != 0).float().mean() > 0.5  # without the callback the zeros come back
@@ -84,7 +84,7 @@ def test_cubic_schedule_and_gradual_callback():
     assert cubic_sparsity(0, final=0.8, start=10, end=20) == 0.0
     assert cubic_sparsity(15, final=0.8, start=10, end=20) == pytest.approx(0.8 - 0.8 * 0.5**3)
     model = _net()
-    cb = GradualMagnitudePruning(MagnitudePruning(sparsity=0.8), end_fraction=0.5, every=2)
+    cb = GradualMagnitudePruning(MagnitudePruneConfig(ratio=0.8), end_fraction=0.5, every=2)
     cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, progress=False)
     Trainer(model, cfg, callbacks=[cb]).fit(_data())
     assert cb.current == pytest.approx(0.8)
@@ -96,7 +96,7 @@ def test_sparse_storage_shrinks_with_sparsity_and_round_trips(tmp_path):
     for s in (0.0, 0.5, 0.9):
         model = nn.Linear(256, 256)
         if s:
-            prune_(model, MagnitudePruning(sparsity=s), example_inputs=torch.zeros(1, 256))
+            prune_(model, MagnitudePruneConfig(ratio=s), example_inputs=torch.zeros(1, 256))
         path = save_sparse(model, tmp_path / f"s{s}.safetensors")
         sizes[s] = path.stat().st_size
         sd = load_sparse_state_dict(path)

@@ -3,7 +3,7 @@ import torch
 
 from effdl.core.errors import CheckpointError, ConfigError, UnsupportedError
 from effdl.models import create_model
-from effdl.prune import L1FilterPruning, prune_
+from effdl.prune import L1FilterPruneConfig, prune_
 from effdl.quant import Int8Config, convert_int8, load_int8
 from effdl.quant import int8 as int8_mod
 
@@ -51,7 +51,7 @@ def test_auto_picks_a_runtime_by_timing():
 
 def test_pruned_model_round_trips(tmp_path):
     model = create_model("test_cnn1d").eval()
-    prune_(model, L1FilterPruning(ratio=0.5), example_inputs=torch.zeros(2, 1, 40))
+    prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=torch.zeros(2, 1, 40))
     data = _calib((1, 40))
     q = convert_int8(model, Int8Config(runtime="torch-ao"), example_inputs=data[0], data=data)
     q2 = load_int8(q.save(tmp_path / "m"))

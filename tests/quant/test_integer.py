@@ -78,7 +78,7 @@ def test_overflow_statistics_and_narrow_accumulators():
     assert 12 < needed <= 32
     assert sum(st.overflows for st in narrow.stats.values()) > 0
     assert torch.isfinite(out).all()
-    assert "bits needed" in wide.table()
+    assert "bits needed" in wide.to_table()
 
 
 def test_engine_agrees_with_fake_quant_accumulators():

@@ -7,7 +7,7 @@ from torch.utils.data import TensorDataset
 
 from effdl.core.errors import ConfigError
 from effdl.measure import hessian_trace
-from effdl.quant import allocate_bits, mixed_precision, quantize_, quantized_layers
+from effdl.quant import QuantConfig, allocate_bits, mixed_precision, quantize_, quantized_layers
 
 
 def test_allocation_is_optimal_against_brute_force():
@@ -71,9 +71,9 @@ def test_mixed_precision_end_to_end(tmp_path, criterion):
     r = mixed_precision(model.eval(), data, example_inputs=x[:1], budget=4.0, criterion=criterion)
     assert r.average_bits() <= 4.0
     assert set(r.bits.values()) <= {2, 4, 8}
-    assert "bits" in r.table() and r.to_dict()["layers"][0]["layer"] == "0"
+    assert "bits" in r.to_table() and r.to_dict()["layers"][0]["layer"] == "0"
     assert r.plot(tmp_path / "mp.png").stat().st_size > 1000
-    quantize_(model, r.to_config(bits_a=None), example_inputs=x[:4])
+    quantize_(model, r.to_config(QuantConfig(bits_a=None)), example_inputs=x[:4])
     assert {n: m.weight_quant.bits for n, m in quantized_layers(model).items()} == r.bits
 
 

@@ -41,6 +41,7 @@ def _effdl(*args, check=True):
     return proc
 
 
+@pytest.mark.slow  # subprocesses (torchrun, kill-and-resume): run with -m slow
 def test_killed_run_resumed_by_cli_matches_uninterrupted_run(tmp_path):
     _effdl(*FLAGS, "--out", str(tmp_path / "full"))
     killer = textwrap.dedent(f"""
@@ -65,6 +66,7 @@ def test_killed_run_resumed_by_cli_matches_uninterrupted_run(tmp_path):
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
+@pytest.mark.slow  # subprocesses (torchrun, kill-and-resume): run with -m slow
 def test_resume_with_other_settings_is_refused(tmp_path):
     _effdl(*FLAGS, "--out", str(tmp_path))
     proc = _effdl(*FLAGS, "--out", str(tmp_path), "--resume", "--lr", "0.5", check=False)
@@ -72,6 +74,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert "was written with other settings (lr=0.001 there, lr=0.5 here)" in proc.stderr
 
 
+@pytest.mark.slow  # subprocesses (torchrun, kill-and-resume): run with -m slow
 def test_torchrun_two_processes_reach_the_single_process_band(tmp_path):
     common = ["train", "--model", "cnn1d", "--epochs", "20", "--no-progress", "-q"]
     _effdl(*common, "--out", str(tmp_path / "one"))

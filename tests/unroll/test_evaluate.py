@@ -55,7 +55,7 @@ def test_comparison_table_and_counts(problem):
     assert [len(curve.nmse_db) for curve in c.curves] == [4] * 4
     assert [curve.params for curve in c.curves] == [0, 8, 4 * (30 * 60 + 1), 3]
     assert tuned_parameters(solvers["hyperlista"]) == 3
-    table = c.table()
+    table = c.to_table()
     assert "NMSE@4 (dB)" in table and "alista" in table and " 2 |" in table
     assert c.to_dict()["curves"][1]["train_seconds"] == 1.5
     with pytest.raises(ConfigError, match="no solver called"):

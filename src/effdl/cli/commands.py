@@ -16,6 +16,7 @@ from effdl.cli.common import (
     add_measure_args,
     checkpoint_dataset,
     data_options,
+    measure_config,
     parse_options,
     parse_shape,
 )
@@ -29,9 +30,9 @@ from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.core.table import format_table, human_count
 from effdl.data import get_dataset, list_datasets
-from effdl.measure import Profile, profile
+from effdl.measure import Profile, profile, summarize
 from effdl.models import create_model, list_models, load_model, model_spec
-from effdl.train import Snapshots, default_train_config, summarize, train_model
+from effdl.train import Snapshots, default_train_config, train_model
 from effdl.train.config import OPTIMIZERS, SCHEDULES
 
 __all__ = ["REGISTER"]
@@ -172,7 +173,7 @@ def _eval(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
     dataset = args.data or checkpoint_dataset(args.checkpoint)
     data = get_dataset(dataset, **data_options(args))
-    summary, prof = summarize(model, data, batch_size=args.batch_size, threads=args.threads, repeats=args.repeats)
+    summary, prof = summarize(model, data, measure_config(args))
     spec = model_spec(model) or {}
     report = Report(
         command="eval",

@@ -9,8 +9,18 @@ import yaml
 
 from effdl.core.checkpoint import read_metadata
 from effdl.core.errors import ConfigError
+from effdl.measure.summary import MeasureConfig
 
-__all__ = ["add_data_args", "add_log_flags", "add_measure_args", "parse_options", "parse_shape"]
+__all__ = [
+    "add_data_args",
+    "add_log_flags",
+    "add_measure_args",
+    "checkpoint_dataset",
+    "data_options",
+    "measure_config",
+    "parse_options",
+    "parse_shape",
+]
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -71,6 +81,11 @@ def add_measure_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="batch size of the latency measurement (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: all)")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
+
+
+def measure_config(args: argparse.Namespace) -> MeasureConfig:
+    """The :class:`~effdl.measure.MeasureConfig` of ``--batch-size``, ``--threads`` and ``--repeats``."""
+    return MeasureConfig(batch_size=args.batch_size, threads=args.threads, repeats=args.repeats)
 
 
 def data_options(args: argparse.Namespace) -> dict[str, Any]:

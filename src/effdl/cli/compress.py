@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from effdl.cli.common import add_data_args, checkpoint_dataset, data_options
+from effdl.cli.common import add_data_args, checkpoint_dataset, data_options, measure_config
 from effdl.compress import Recipe, compress_model, shipped_recipes, sweep
 from effdl.core.errors import ConfigError
 from effdl.data import get_dataset
@@ -53,12 +53,12 @@ def add_sweep(sub) -> None:
         description=(
             "Every combination of the --set values is applied to RECIPE and compressed into OUT/runs/...; "
             "OUT/sweep.md lists accuracy, size and latency of each, marks the Pareto-optimal ones, and "
-            "OUT/pareto.png plots them. Example: --set steps.0.config.ratio=0.25,0.5,0.75"
+            "OUT/pareto.png plots them. Example: --set steps.0.ratio=0.25,0.5,0.75"
         ),
     )
     _common(p)
     p.add_argument("--set", action="append", required=True, metavar="FIELD=V1,V2,...", dest="grid",
-                   help="recipe field (dot path, e.g. steps.0.config.ratio) and its values; repeatable")  # fmt: skip
+                   help="recipe field (dot path, e.g. steps.0.ratio) and its values; repeatable")  # fmt: skip
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-MODEL-RECIPE)")
     p.set_defaults(func=_sweep)
 
@@ -74,8 +74,8 @@ def _load(args: argparse.Namespace):
 def _compress(args: argparse.Namespace) -> int:
     recipe, model, data, name, tag = _load(args)
     out = Path(args.out or f"runs/compress-{name}-{tag}")
-    result = compress_model(model, data, recipe, out_dir=out, restart=args.restart, batch_size=args.batch_size,
-                      threads=args.threads, repeats=args.repeats, progress=not args.no_progress)  # fmt: skip
+    result = compress_model(model, data, recipe, out_dir=out, restart=args.restart, measure=measure_config(args),
+                            progress=not args.no_progress)
     print((out / "report.md").read_text().split("## Deployment")[0].split("\n", 2)[2].strip())
     d = result.deployment
     if d is not None:
@@ -94,11 +94,10 @@ def _sweep(args: argparse.Namespace) -> int:
     for item in args.grid:
         field, sep, values = item.partition("=")
         if not sep or not field or not values:
-            raise ConfigError(f"--set takes FIELD=V1,V2,..., got {item!r}; e.g. --set steps.0.config.ratio=0.25,0.5")
+            raise ConfigError(f"--set takes FIELD=V1,V2,..., got {item!r}; e.g. --set steps.0.ratio=0.25,0.5")
         grid[field.strip()] = [yaml.safe_load(v) for v in values.split(",")]
     out = Path(args.out or f"runs/sweep-{name}-{tag}")
-    sweep(model, data, recipe, grid, out_dir=out, batch_size=args.batch_size, threads=args.threads,
-          repeats=args.repeats, progress=not args.no_progress)  # fmt: skip
+    sweep(model, data, recipe, grid, out_dir=out, measure=measure_config(args), progress=not args.no_progress)
     print((out / "sweep.md").read_text().split("![")[0].strip())
     print(f"\nplot: {out / 'pareto.png'}; every run: {out / 'runs'}")
     return 0

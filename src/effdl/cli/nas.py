@@ -129,7 +129,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     report.write(out)
     print(f"{len(gt.records)} architectures of {gt.space} ({gt.name}):")
-    print(ev.table())
+    print(ev.to_table())
     print(f"\nscatter plots: {plot}\nreport: {out / 'report.json'}")
     return 0
 
@@ -165,7 +165,7 @@ def _search(args: argparse.Namespace) -> int:
         f"scored {result.scored} architectures in {result.seconds:.1f} s ({result.rejected} over budget); "
         f"best by {config.proxy}:"
     )
-    print(result.table())
+    print(result.to_table())
     winner = result.best[0]
     if winner.accuracy is not None and math.isfinite(winner.accuracy):
         print(f"\nwinner {winner.arch} trained for {args.epochs} epochs: {100 * winner.accuracy:.2f}% test accuracy")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effdl.cli.common import add_data_args, add_measure_args, checkpoint_dataset, data_options
+from effdl.cli.common import add_data_args, add_measure_args, checkpoint_dataset, data_options, measure_config
+from effdl.compress import FinetuneConfig, Recipe, compress_model
 from effdl.data import get_dataset
 from effdl.models import load_model, model_spec
-from effdl.quant import OBSERVERS, RUNTIMES, Int8Config, QuantConfig
-from effdl.quant.job import METHODS, quantize_model
+from effdl.quant import OBSERVERS, RUNTIMES, Int8Config, QuantConfig, mixed_precision_config
 from effdl.train import default_train_config
 
 __all__ = ["add_quantize"]
@@ -45,70 +45,57 @@ def add_quantize(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="QAT learning rate (default: a tenth of the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the QAT run")
     p.add_argument("--out", default=None, help="output folder (default runs/quantize-MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted QAT run in OUT")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT (else OUT starts over)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
     add_measure_args(p)
     p.set_defaults(func=_quantize)
 
 
+#: ptq-int8: real int8 kernels; ptq: simulated at any bit width (calibration only); qat: simulated, then trained
+METHODS = ("ptq-int8", "ptq", "qat")
+
+
 def _quantize(args: argparse.Namespace) -> int:
-    bits_a = None if args.bits_a == 0 else args.bits_a
+    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
+    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
+    name = (model_spec(model) or {}).get("name", args.model or "model")
+    out = Path(args.out or f"runs/quantize-{name}")
+    mixed = None
     if args.method == "ptq-int8":
-        int8 = Int8Config(
-            runtime=args.runtime, calibration_batches=args.calibration_batches, observer=args.observer or "minmax"
-        )
-        quant = None
+        steps: list = [Int8Config(runtime=args.runtime, calibration_batches=args.calibration_batches,
+                                  observer=args.observer or "minmax")]  # fmt: skip
     else:
-        int8 = None
-        observer = args.observer or ("moving_average" if args.method == "qat" else "minmax")
-        quant = QuantConfig(
+        config = QuantConfig(
             bits_w=args.bits_w,
-            bits_a=bits_a,
-            observer=observer,
+            bits_a=None if args.bits_a == 0 else args.bits_a,
+            observer=args.observer or ("moving_average" if args.method == "qat" else "minmax"),
             lsq=args.lsq,
             ignore=tuple(args.ignore),
             accumulator_bits=args.accumulator_bits,
         )
-    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
-    name = (model_spec(model) or {}).get("name", args.model or "model")
-    train = None
-    if args.method == "qat":
-        base = default_train_config(name)
-        train = base.replace(
-            epochs=args.epochs,
-            lr=args.lr if args.lr is not None else base.lr / 10,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
-    out = Path(args.out or f"runs/quantize-{name}")
-    outcome = quantize_model(
-        model,
-        data,
-        method=args.method,
-        quant=quant,
-        int8=int8,
-        train=train,
-        mixed_budget=args.mixed_precision,
-        out_dir=out,
-        resume=args.resume,
-        profile_batch_size=args.batch_size,
-        threads=args.threads,
-        repeats=args.repeats,
-    )
-    report = outcome.report
-    if outcome.mixed is not None:
-        print("mixed precision (accuracy drop with one layer quantized, no retraining):")
-        print(outcome.mixed.table() + "\n")
-    if "runtime" in report.details:
-        times = ", ".join(f"{k} {v:.3f} ms" for k, v in report.details["runtime_selection_ms"].items())
-        print(
-            f"int8 runtime: {report.details['runtime']}"
-            + (f" (timed at batch {args.batch_size}: {times})" if times else "")
-        )
-    elif "accuracy_after_calibration" in report.details:
-        print(f"accuracy after calibration: {100 * report.details['accuracy_after_calibration']:.2f}%")
-    print(report.to_table())
-    print(f"\nmodel: {report.artifacts['model']}\nreport: {out / 'report.json'}")
+        if args.mixed_precision is not None:
+            config, mixed = mixed_precision_config(model, data, config, args.mixed_precision,
+                                                   example_inputs=data.example_inputs(8))  # fmt: skip
+            out.mkdir(parents=True, exist_ok=True)
+            mixed.plot(out / "mixed_precision.png")
+            print("mixed precision (accuracy drop with one layer quantized, no retraining):")
+            print(mixed.to_table() + "\n")
+        steps = [config]
+        if args.method == "qat":
+            lr = args.lr if args.lr is not None else default_train_config(name).lr / 10
+            steps.append(FinetuneConfig(train={"epochs": args.epochs, "lr": lr, "seed": args.seed}))
+    outcome = compress_model(model, data, Recipe(steps), out_dir=out, restart=not args.resume,
+                             measure=measure_config(args), deploy_final=False, progress=not args.no_progress,
+                             command="quantize",
+                             details={"mixed_precision": mixed.to_dict()} if mixed else None)  # fmt: skip
+    quantized = outcome.stages[1]
+    if "runtime" in quantized.details:
+        times = ", ".join(f"{k} {v:.3f} ms" for k, v in (quantized.details["runtime_selection_ms"] or {}).items())
+        print(f"int8 runtime: {quantized.details['runtime']}"
+              + (f" (timed at batch {args.batch_size}: {times})" if times else ""))  # fmt: skip
+    else:
+        print(f"accuracy after calibration: {100 * (quantized.summary.accuracy or 0):.2f}%")
+    print(outcome.report.to_table())
+    print(f"\nmodel: {outcome.report.artifacts['final_model']}\nreport: {out / 'report.json'}")
     return 0

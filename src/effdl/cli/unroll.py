@@ -133,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     print(f"{comparison.samples} held-out problems:")
-    print(comparison.table())
+    print(comparison.to_table())
     out = Path(args.out)
     print(f"\nplot: {out / 'nmse.png'}\nreport: {out / 'report.json'}")
     return 0
@@ -154,7 +154,7 @@ def _eval(args: argparse.Namespace) -> int:
         reach_max=args.reach_max,
     )
     print(f"{comparison.samples} held-out problems:")
-    print(comparison.table())
+    print(comparison.to_table())
     if "reach" in report.details:
         rows = [
             [r["algorithm"], r["target"], f"{r['target_db']:.1f}",

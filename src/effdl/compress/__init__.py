@@ -1,34 +1,28 @@
-"""Compression pipelines: recipes of steps (prune, fine-tune with or without distillation, factorize, QAT, int8)
-replayed on a trained model with a profile after every step, resumable, deployed to ONNX, and reported with
-tables and Pareto plots; sweeps over recipe grids.
+"""The one pipeline: recipes (plain lists of configs: prune, fine-tune with or without distillation, factorize,
+quantize, int8) replayed on a trained model with a profile after every step, resumable, deployed to ONNX, and
+reported with tables and Pareto plots; sweeps over recipe grids; the lottery-ticket search.
 
 Example:
-    >>> from effdl.prune import L1FilterPruning
-    >>> recipe = Recipe([PruneStep(config=L1FilterPruning(ratio=0.5)), FinetuneStep(train={"epochs": 5}),
-    ...                  QuantizeStep()], name="demo")
+    >>> from effdl.prune import L1FilterPruneConfig
+    >>> from effdl.quant import Int8Config
+    >>> recipe = Recipe([L1FilterPruneConfig(ratio=0.5), FinetuneConfig(train={"epochs": 5}), Int8Config()])
     >>> [s.describe() for s in recipe.steps]
     ['prune structured l1 50%', 'finetune 5 epochs', 'int8 (auto)']
 """
 
 from effdl.compress.deploy import Deployment
+from effdl.compress.finetune import FinetuneConfig
 from effdl.compress.grid import SweepPoint, sweep
+from effdl.compress.lottery import find_lottery_ticket
 from effdl.compress.pipeline import CompressOutcome, Stage, compress_model
-from effdl.compress.recipe import (
-    STEP_TYPES,
-    FactorizeStep,
-    FinetuneStep,
-    PruneStep,
-    QATStep,
-    QuantizeStep,
-    Recipe,
-    shipped_recipes,
-)
+from effdl.compress.recipe import FactorizeStep, FinetuneStep, PruneStep, QATStep, QuantizeStep, shipped_recipes
+from effdl.core.recipe import Recipe
 
 __all__ = [
-    "STEP_TYPES",
     "CompressOutcome",
     "Deployment",
     "FactorizeStep",
+    "FinetuneConfig",
     "FinetuneStep",
     "PruneStep",
     "QATStep",
@@ -37,6 +31,7 @@ __all__ = [
     "Stage",
     "SweepPoint",
     "compress_model",
+    "find_lottery_ticket",
     "shipped_recipes",
     "sweep",
 ]

@@ -22,6 +22,7 @@ from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_json, atomic_write_text
 from effdl.core.table import format_table, human_bytes
 from effdl.data.base import DatasetSplits
+from effdl.measure.summary import MeasureConfig
 
 __all__ = ["SweepPoint", "set_field", "sweep"]
 
@@ -48,11 +49,11 @@ class SweepPoint:
 
 def set_field(recipe: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A copy of a recipe's plain form with the field at ``path`` (dot-separated keys and step indices, e.g.
-    ``steps.0.config.ratio``) set to ``value``.
+    ``steps.0.ratio``) set to ``value``.
 
     Example:
-        >>> set_field({"steps": [{"step": "prune", "config": {"ratio": 0.5}}]}, "steps.0.config.ratio", 0.25)
-        {'steps': [{'step': 'prune', 'config': {'ratio': 0.25}}]}
+        >>> set_field({"steps": [{"type": "StructuredPruneConfig", "ratio": 0.5}]}, "steps.0.ratio", 0.25)
+        {'steps': [{'type': 'StructuredPruneConfig', 'ratio': 0.25}]}
     """
     data = copy.deepcopy(recipe)
     node: Any = data
@@ -85,9 +86,7 @@ def sweep(
     grid: dict[str, list[Any]],
     *,
     out_dir: str | os.PathLike,
-    batch_size: int = 32,
-    threads: int | None = None,
-    repeats: int = 30,
+    measure: MeasureConfig | None = None,
     progress: bool = True,
 ) -> list[SweepPoint]:
     """Compresses ``model`` with every combination of ``grid`` values applied to ``recipe`` (each into its own
@@ -95,10 +94,12 @@ def sweep(
     ``sweep.md``, ``sweep.json`` and ``pareto.png`` into ``OUT``.
 
     Args:
-        grid: ``{field path: values}``, e.g. ``{"steps.0.config.ratio": [0.25, 0.5, 0.75]}``.
+        grid: ``{field path: values}``, e.g. ``{"steps.0.ratio": [0.25, 0.5, 0.75]}``.
+        measure: latency measurement (default: batch 32, 30 repeats).
     """
+    measure = measure or MeasureConfig(batch_size=32, repeats=30)
     if not grid or any(not isinstance(v, list | tuple) or not v for v in grid.values()):
-        raise ConfigError("a sweep grid maps recipe fields to non-empty lists, e.g. {'steps.0.config.ratio': [0.5]}")
+        raise ConfigError("a sweep grid maps recipe fields to non-empty lists, e.g. {'steps.0.ratio': [0.5]}")
     out = Path(out_dir)
     base = recipe.to_dict()
     points = []
@@ -112,8 +113,8 @@ def sweep(
         plain["name"] = f"{recipe.name or 'recipe'} [{name}]"
         run_dir = out / "runs" / f"{i:02d}-{_slug(name)}"
         log.info("sweep %d/%d: %s", i + 1, len(combos), name)
-        result = compress_model(model, data, Recipe.from_dict(plain), out_dir=run_dir, batch_size=batch_size,
-                          threads=threads, repeats=repeats, progress=progress)  # fmt: skip
+        result = compress_model(model, data, Recipe.from_dict(plain), out_dir=run_dir, measure=measure,
+                                progress=progress)
         lat = result.deployment.stage_latency_ms if result.deployment else {}
         points.append(SweepPoint(
             name=name,
@@ -126,7 +127,7 @@ def sweep(
             out_dir=str(run_dir),
         ))  # fmt: skip
         base_summary = result.stages[0].summary
-    _write(points, base_summary, out, batch_size)
+    _write(points, base_summary, out, measure.batch_size)
     return points
 
 

@@ -1,5 +1,7 @@
-"""``compress``: replays a recipe on a trained model, step by step, saving and profiling after each step, so that
-an interrupted run continues from the last finished step; then deploys and reports."""
+"""The one pipeline: replays a recipe (a list of configs) on a trained model, step by step, each step by the
+transform registered for its config type, saving and profiling after each step so that an interrupted run
+continues from the last finished step; then deploys and reports. ``effdl compress``, ``effdl prune`` and
+``effdl quantize`` all run it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,19 +19,22 @@ from typing import Any
 from torch import nn
 
 from effdl.compress.deploy import Deployment, deploy
-from effdl.compress.recipe import PruneStep, Recipe
+from effdl.compress.finetune import FinetuneConfig  # noqa: F401  (registers the fine-tuning transform)
 from effdl.compress.report import write_reports
-from effdl.compress.steps import RUNNERS, StepContext
+from effdl.core.config import Config
 from effdl.core.errors import CheckpointError, ConfigError
 from effdl.core.io import atomic_write_json
+from effdl.core.recipe import Recipe
 from effdl.core.report import ModelSummary, Report
+from effdl.core.transform import TransformContext, run_transform
 from effdl.data.base import DatasetSplits
+from effdl.data.loaders import make_loader
+from effdl.measure.summary import MeasureConfig, summarize, summarize_quantized
 from effdl.models.base import model_spec
 from effdl.models.checkpoint import load_model, save_model
-from effdl.prune.unstructured import MagnitudePruning
+from effdl.prune.storage import save_sparse
+from effdl.prune.unstructured import prunable_weights
 from effdl.quant.int8 import Int8Model, load_int8
-from effdl.quant.job import summarize_quantized
-from effdl.train.run import summarize
 
 __all__ = ["CompressOutcome", "Stage", "compress_model"]
 
@@ -73,38 +79,45 @@ class CompressOutcome:
 def compress_model(
     model: nn.Module,
     data: DatasetSplits,
-    recipe: Recipe,
+    recipe: Recipe | list[Config],
     *,
     out_dir: str | os.PathLike,
     restart: bool = False,
-    batch_size: int = 32,
-    threads: int | None = None,
-    repeats: int = 30,
+    measure: MeasureConfig | None = None,
+    deploy_final: bool = True,
     progress: bool = True,
+    command: str = "compress_model",
+    details: dict[str, Any] | None = None,
 ) -> CompressOutcome:
-    """Compresses a trained ``model`` with ``recipe`` and reports every stage.
+    """Compresses a trained ``model`` with ``recipe`` (configs applied in order, each by the transform registered
+    for its type) and reports every stage: the one pipeline behind ``effdl compress``, ``effdl prune`` and
+    ``effdl quantize``.
 
-    After each step the model is saved under ``OUT/steps/NN-kind/`` with its profile (accuracy, parameters, MACs,
-    size, latency at ``batch_size``) and ``OUT/progress.json`` records it: running the same call again continues
-    after the last finished step (and a fine-tuning step resumes from its own checkpoints). At the end the final
-    model is exported to ONNX and timed in PyTorch and onnxruntime, every stage is timed again side by side, and
-    ``report.json``, ``report.md`` and ``pareto.png`` are written to ``OUT``.
+    After each step the model is saved under ``OUT/steps/NN-name/`` with its profile (accuracy, parameters, MACs,
+    size, latency at ``measure.batch_size``) and ``OUT/progress.json`` records it: running the same call again
+    continues after the last finished step (and a fine-tuning step resumes from its own checkpoints). At the end
+    (with ``deploy_final``) the final model is exported to ONNX and timed in PyTorch and onnxruntime, and every
+    stage is timed again side by side; ``report.json``, ``report.md`` and ``pareto.png`` are written to ``OUT``.
 
     Args:
         model: the trained model (the teacher of distillation steps; not changed).
         data: its dataset.
-        recipe: the steps.
+        recipe: the steps: a :class:`~effdl.core.recipe.Recipe` or a list of configs.
         out_dir: output folder.
         restart: discard an earlier run in ``out_dir`` instead of continuing it.
-        batch_size: the serving batch size: latency is measured and int8/onnxruntime chosen for it.
-        threads: torch threads for timing (default: torch's).
-        repeats: timed calls per latency measurement.
+        measure: latency measurement (default: batch 32, 30 repeats); ``batch_size`` is also the serving batch
+            size an int8 runtime is chosen for.
+        deploy_final: export, deploy and time the final model side by side with every stage.
         progress: progress bars.
+        command: the command named in ``report.json``.
+        details: more details for ``report.json`` (e.g. the analysis that chose the configs).
 
     Raises:
         ConfigError: ``out_dir`` holds a run of another recipe or model (continue it with the same recipe, or
             pass ``restart=True`` / ``--restart``).
     """
+    recipe = recipe if isinstance(recipe, Recipe) else Recipe(list(recipe))
+    measure = measure or MeasureConfig(batch_size=32, repeats=30)
     out = Path(out_dir)
     if restart and out.exists():
         for name in ("steps", _PROGRESS, "final"):
@@ -122,7 +135,7 @@ def compress_model(
     stages = [Stage.from_dict(s) for s in state["stages"]]
     current: nn.Module
     if not stages:
-        summary, _ = summarize(model, data, batch_size=batch_size, threads=threads, repeats=repeats)
+        summary, _ = summarize(model, data, measure)
         base_path = save_model(model, out / "steps" / "00-baseline" / "model.safetensors", meta={"dataset": data.name})
         stages.append(Stage("baseline", summary, str(base_path)))
         _save_progress(out, recipe, identity, stages)
@@ -130,50 +143,88 @@ def compress_model(
     else:
         log.info("continuing %s after step %d of %d", out, len(stages) - 1, len(recipe.steps))
         current = _load_stage(stages[-1])
+    calibration = make_loader(data.train, 64, shuffle=True, seed=0)
     for index in range(len(stages) - 1, len(recipe.steps)):
         step = recipe.steps[index]
-        step_dir = out / "steps" / f"{index + 1:02d}-{step.kind}"
+        step_dir = out / "steps" / f"{index + 1:02d}-{_slug(step)}"
         step_dir.mkdir(parents=True, exist_ok=True)
-        sparse = any(isinstance(s, PruneStep) and isinstance(s.config, MagnitudePruning) for s in recipe.steps[:index])
-        ctx = StepContext(data=data, teacher=teacher, out_dir=step_dir, batch_size=batch_size, threads=threads,
-                          sparse=sparse, progress=progress)  # fmt: skip
+        context = TransformContext(
+            example_inputs=data.example_inputs(8),
+            data=calibration,
+            dataset=data,
+            teacher=teacher,
+            out_dir=step_dir,
+            batch_size=measure.batch_size,
+            threads=measure.threads,
+            progress=progress,
+            history=list(recipe.steps[:index]),
+        )
         log.info("step %d/%d: %s", index + 1, len(recipe.steps), step.describe())
-        current, details = RUNNERS[type(step)](current, step, ctx)
-        current.eval()  # training steps leave the model in training mode
-        summary = _summary(current, data, stages[-1].summary, batch_size, threads, repeats)
+        applied = run_transform(current, step, context)
+        current = applied.model.eval()  # training steps leave the model in training mode
+        summary = _summary(current, data, stages[-1].summary, measure)
         if isinstance(current, Int8Model):
             path = current.save(step_dir / "model")
             runtime = f"{current.runtime} int8"
         else:
             path = save_model(current, step_dir / "model.safetensors", meta={"dataset": data.name})
             runtime = "pytorch"
-        stages.append(Stage(f"{index + 1}. {step.describe()}", summary, str(path), runtime, _jsonable(details)))
+        step_details = _jsonable({k: v for k, v in applied.report.details.items() if k != "layers"})
+        stages.append(Stage(f"{index + 1}. {step.describe()}", summary, str(path), runtime, step_details))
         _save_progress(out, recipe, identity, stages)
         log.info(
             "after %s: accuracy %.2f%%, %d bytes", step.describe(), 100 * (summary.accuracy or 0), summary.size_bytes
         )
-    deployment = deploy(current, stages, data, out / "final", batch_size=batch_size, threads=threads)
+    deployment = None
+    if deploy_final:
+        deployment = deploy(current, stages, data, out / "final", batch_size=measure.batch_size,
+                            threads=measure.threads)  # fmt: skip
+    else:
+        _copy_final(stages[-1], out / "final")
+    final_files = {"final_model": str(out / "final" / Path(stages[-1].path).name)}
+    if not isinstance(current, Int8Model) and _weight_sparsity(current) >= 0.5:  # zeros pay off in sparse storage
+        final_files["sparse_model"] = str(save_sparse(current, out / "final" / "model.sparse.safetensors"))
     report = Report(
-        command="compress_model",
+        command=command,
         model=spec.get("name", type(model).__name__),
         dataset=data.name,
         before=stages[0].summary,
         after=stages[-1].summary,
-        config={"recipe": recipe.to_dict(), "batch_size": batch_size},
-        details={"stages": [s.to_dict() for s in stages], "deployment": deployment.to_dict()},
-    )
+        config={"recipe": recipe.to_dict(), "measure": measure.to_dict()},
+        details={"stages": [s.to_dict() for s in stages],
+                 "deployment": deployment.to_dict() if deployment else None, **(details or {})},
+    )  # fmt: skip
+    report.artifacts.update(final_files)
     write_reports(report, stages, deployment, out)
     return CompressOutcome(current, report, stages, deployment)
 
 
-def _summary(
-    model: nn.Module, data: DatasetSplits, previous: ModelSummary, batch_size: int, threads: int | None, repeats: int
-) -> ModelSummary:
+def _copy_final(stage: Stage, folder: Path) -> None:
+    """The final stage's model files (a float checkpoint and its JSON, or an int8 model) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Path(stage.path)
+    for f in src.parent.glob(src.name + "*"):
+        shutil.copy2(f, folder / f.name)
+
+
+def _weight_sparsity(model: nn.Module) -> float:
+    weights = prunable_weights(model)
+    total = sum(w.numel() for w in weights.values())
+    return sum(int((w == 0).sum()) for w in weights.values()) / total if total else 0.0
+
+
+def _slug(step: Config) -> str:
+    """``L1FilterPruneConfig`` -> ``l1-filter-prune``: the step's folder name."""
+    name = step.config_tag.removesuffix("Config") or "step"
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name).lower()
+
+
+def _summary(model: nn.Module, data: DatasetSplits, previous: ModelSummary, measure: MeasureConfig) -> ModelSummary:
     if not isinstance(model, Int8Model):
-        summary, _ = summarize(model, data, batch_size=batch_size, threads=threads, repeats=repeats)
+        summary, _ = summarize(model, data, measure)
         return summary
     # an int8 model does the MACs of the float model it was made from (the previous stage), in int8
-    return summarize_quantized(model, data, previous, model.size_bytes(), batch_size, threads, repeats)
+    return summarize_quantized(model, data, previous, model.size_bytes(), measure)
 
 
 def _load_stage(stage: Stage) -> nn.Module:

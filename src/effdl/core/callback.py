@@ -1,17 +1,36 @@
 """The training-callback protocol: the hooks every training-time technique (fine-tuning masks, dynamic sparsity,
-distillation, QAT) plugs into. It lives in core so that method packages can implement it without depending on the
-training loop; :mod:`effdl.train` runs it."""
+distillation, QAT) plugs into, and :class:`TrainerView`, what a callback sees of the loop. Both live in core so
+that method packages implement callbacks without depending on the training loop; :mod:`effdl.train` runs them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-if TYPE_CHECKING:
-    from effdl.train.loop import Trainer
+__all__ = ["Callback", "TrainerView"]
 
-__all__ = ["Callback"]
+
+class TrainerView(Protocol):
+    """What a callback may read from (and set on) the training loop that runs it; :class:`effdl.train.Trainer`
+    provides it, and method packages type their callbacks against this protocol, not the loop.
+
+    Attributes:
+        model: the model being trained.
+        optimizer: its optimizer.
+        step: optimizer steps taken so far.
+        total_steps: optimizer steps of the whole run.
+        is_main: whether this process writes files and logs (rank 0 under torchrun).
+        should_stop: set to True to end training after the current epoch.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int
+    total_steps: int
+    is_main: bool
+    should_stop: bool
 
 
 class Callback:
@@ -35,31 +54,31 @@ class Callback:
         {'steps': 0}
     """
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         """Before the first epoch (also after resuming)."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         """At the start of each epoch."""
 
-    def on_batch_start(self, trainer: Trainer, batch: tuple[torch.Tensor, ...]) -> None:
+    def on_batch_start(self, trainer: TrainerView, batch: tuple[torch.Tensor, ...]) -> None:
         """Before the forward pass of each step."""
 
     def on_loss(
-        self, trainer: Trainer, batch: tuple[torch.Tensor, ...], outputs: torch.Tensor, loss: torch.Tensor
+        self, trainer: TrainerView, batch: tuple[torch.Tensor, ...], outputs: torch.Tensor, loss: torch.Tensor
     ) -> torch.Tensor:
         """May replace the loss (e.g. add a distillation term); returns the loss to back-propagate."""
         return loss
 
-    def on_after_backward(self, trainer: Trainer) -> None:
+    def on_after_backward(self, trainer: TrainerView) -> None:
         """After ``loss.backward()``, before clipping and the optimizer step (e.g. mask gradients)."""
 
-    def on_batch_end(self, trainer: Trainer, batch: tuple[torch.Tensor, ...], loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch: tuple[torch.Tensor, ...], loss: float) -> None:
         """After the optimizer and scheduler steps (e.g. re-apply masks, grow/prune connections)."""
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
         """After each epoch's evaluation, with that epoch's metrics."""
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         """After the last epoch."""
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from effdl.core.callback import Callback
+from effdl.core.callback import Callback, TrainerView
 from effdl.core.errors import ConfigError
 from effdl.distill.config import DistillConfig
 from effdl.distill.losses import hint_loss, kd_loss
-
-if TYPE_CHECKING:
-    from effdl.train.loop import Trainer
 
 __all__ = ["Distillation"]
 
@@ -51,7 +48,7 @@ class Distillation(Callback):
         self._teacher_feats: dict[str, torch.Tensor] = {}
         self.last: dict[str, float] = {}
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         self.teacher.eval()  # its forward runs under no_grad; its parameters are left as they are (not frozen)
         self._remove_hooks()
         student = dict(trainer.model.named_modules())
@@ -63,7 +60,7 @@ class Distillation(Callback):
             self._hooks.append(_feature_hook(student[s_name], self._student_feats, s_name, training_only=True))
             self._hooks.append(_feature_hook(teacher[t_name], self._teacher_feats, s_name, training_only=False))
 
-    def on_loss(self, trainer: Trainer, batch, outputs: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    def on_loss(self, trainer: TrainerView, batch, outputs: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         with torch.no_grad():
             teacher_logits = self.teacher(batch[0])
@@ -80,12 +77,12 @@ class Distillation(Callback):
             self.last["hint"] = float(hint.detach())
         return total
 
-    def on_batch_end(self, trainer: Trainer, batch, loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch, loss: float) -> None:
         if self.optimizer is not None:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         self._remove_hooks()
 
     def state_dict(self) -> dict[str, Any]:

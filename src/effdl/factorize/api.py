@@ -9,29 +9,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from effdl.core.config import name_matches
+from effdl.core.config import last_match, name_matches
 from effdl.core.errors import ConfigError, UnsupportedError
+from effdl.core.modules import swap_module_
 from effdl.core.report import Report
-from effdl.factorize.config import LowRankFactorization
-from effdl.factorize.layers import check_factorizable, factorize_layer, full_rank, layer_matrix
+from effdl.core.transform import TransformContext, apply_, register_transform
+from effdl.factorize.config import LowRankConfig
+from effdl.factorize.layers import LowRank, check_factorizable, factorize_layer, full_rank, layer_matrix
 from effdl.factorize.math import energy_kept, singular_values
 from effdl.factorize.ranks import RANK_SELECTORS, LayerSpectrum, global_energy
 from effdl.measure.profiler import profile
 from effdl.models.base import check_example_inputs
+from effdl.models.structure import register_structure
 
-__all__ = ["factorize_", "restore_factorized_"]
+__all__ = ["factorize_", "factorized_layers", "restore_factorized_"]
 
 log = logging.getLogger(__name__)
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def factorize_(model: nn.Module, config: LowRankFactorization, *, example_inputs: Any) -> Report:
-    """Replaces Linear and Conv layers of ``model`` in place by low-rank products (``nn.Sequential`` of standard
-    layers) as ``config`` says, and reports what changed.
+def factorize_(model: nn.Module, config: LowRankConfig, *, example_inputs: Any) -> Report:
+    """Replaces Linear and Conv layers of ``model`` in place by low-rank products (:class:`LowRank` sequences of
+    standard layers) as ``config`` says, and reports what changed (the family verb of :func:`effdl.core.apply_`).
 
     Args:
-        model: the model (changed in place).
+        model: the model (changed in place; restored as it was if factorization fails half-way).
         config: which layers, which decomposition, which ranks.
         example_inputs: a batch the model accepts (to count MACs and each layer's positions).
 
@@ -42,11 +45,18 @@ def factorize_(model: nn.Module, config: LowRankFactorization, *, example_inputs
     Example:
         >>> from effdl.models import create_model
         >>> m = create_model("test_mlp")
-        >>> r = factorize_(m, LowRankFactorization(selector="fixed", rank=2), example_inputs=torch.zeros(2, 1, 40))
+        >>> r = factorize_(m, LowRankConfig(selector="fixed", rank=2), example_inputs=torch.zeros(2, 1, 40))
         >>> r.after.params < r.before.params
         True
     """
-    args = check_example_inputs(model, example_inputs, caller="factorize_")
+    if not isinstance(config, LowRankConfig):
+        raise ConfigError(f"factorize_ takes a LowRankConfig, got {type(config).__name__}")
+    return apply_(model, config, example_inputs=example_inputs)
+
+
+@register_transform(LowRankConfig)
+def _factorize(model: nn.Module, config: LowRankConfig, context: TransformContext) -> Report:
+    args = check_example_inputs(model, context.example_inputs, caller="factorize_")
     x = args if len(args) > 1 else args[0]
     before = profile(model, x, latency=False).summary()
     candidates = _candidates(model, config)
@@ -59,9 +69,9 @@ def factorize_(model: nn.Module, config: LowRankFactorization, *, example_inputs
     spectra = [_spectrum(name, mod, config, positions[name]) for name, mod in candidates.items()]
     shared = global_energy(spectra, config) if config.scope == "global" else None
     selector = RANK_SELECTORS.get(config.selector)
-    rows, record = [], dict(getattr(model, "effdl_factorization", None) or {})
+    rows = []
     for layer in spectra:
-        override = next((r for p, r in config.per_layer.items() if name_matches(layer.name, p)), None)
+        override = last_match(layer.name, config.per_layer)
         if override is not None:
             ranks = tuple(override for _ in layer.full)
         elif shared is not None:
@@ -85,9 +95,7 @@ def factorize_(model: nn.Module, config: LowRankFactorization, *, example_inputs
         if keep:
             log.debug("%s stays dense: ranks %s would not save parameters", layer.name, ranks)
             continue
-        _set(model, layer.name, factorize_layer(layer.module, layer.kind, ranks))
-        record[layer.name] = {"kind": layer.kind, "ranks": list(ranks)}
-    model.effdl_factorization = record  # save_model records it; load_model rebuilds the same structure
+        swap_module_(model, layer.name, factorize_layer(layer.module, layer.kind, ranks))
     after = profile(model, x, latency=False).summary()
     done = sum(r["factorized"] for r in rows)
     log.info("factorized %d of %d layers; params %d -> %d", done, len(rows), before.params, after.params)
@@ -97,28 +105,49 @@ def factorize_(model: nn.Module, config: LowRankFactorization, *, example_inputs
     return Report(command="factorize", before=before, after=after, config=config.to_dict(), details=details)
 
 
-def restore_factorized_(model: nn.Module, record: dict[str, dict[str, Any]]) -> None:
-    """Gives a freshly built model the factorized structure ``record`` describes (``model.effdl_factorization``
-    of the saved model), ready for ``load_state_dict``. :func:`~effdl.models.load_model` calls it.
+def restore_factorized_(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None:
+    """Gives a freshly built model the factorized structure ``layers`` describes (``{name: {"kind", "ranks"}}``, as
+    a checkpoint records it), ready for ``load_state_dict``. :func:`~effdl.models.load_model` calls it.
 
     Example:
         >>> from effdl.models import create_model
         >>> m = create_model("test_mlp")
-        >>> _ = factorize_(m, LowRankFactorization(selector="fixed", rank=2), example_inputs=torch.zeros(2, 1, 40))
+        >>> _ = factorize_(m, LowRankConfig(selector="fixed", rank=2), example_inputs=torch.zeros(2, 1, 40))
         >>> fresh = create_model("test_mlp")
-        >>> restore_factorized_(fresh, m.effdl_factorization)
+        >>> restore_factorized_(fresh, factorized_layers(m))
         >>> _ = fresh.load_state_dict(m.state_dict())
     """
-    for name, entry in record.items():
+    for name, entry in layers.items():
         try:
             module = model.get_submodule(name)
         except AttributeError as exc:
             raise ConfigError(f"the saved factorization names layer {name!r}, which this model does not have") from exc
-        _set(model, name, factorize_layer(module, entry["kind"], tuple(entry["ranks"]), init=False))
-    model.effdl_factorization = dict(record)
+        swap_module_(model, name, factorize_layer(module, entry["kind"], tuple(entry["ranks"]), init=False))
 
 
-def _candidates(model: nn.Module, config: LowRankFactorization) -> dict[str, nn.Module]:
+def factorized_layers(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The :class:`LowRank` layers of ``model``: ``{name: {"kind": ..., "ranks": [...]}}``.
+
+    Example:
+        >>> factorized_layers(nn.Sequential(nn.Linear(2, 2)))
+        {}
+    """
+    return {n: {"kind": m.kind, "ranks": list(m.ranks)} for n, m in model.named_modules() if isinstance(m, LowRank)}
+
+
+def _describe(model: nn.Module, reference: nn.Module | None) -> dict[str, Any] | None:
+    layers = factorized_layers(model)
+    return {"layers": layers} if layers else None
+
+
+# low-rank layers replace dense ones: a fresh model gets the same LowRank stacks before its weights are loaded
+register_structure(
+    "factorized", describe=_describe, restore=lambda model, record: restore_factorized_(model, record["layers"]),
+    order=10,
+)  # fmt: skip
+
+
+def _candidates(model: nn.Module, config: LowRankConfig) -> dict[str, nn.Module]:
     found = {}
     for name, module in model.named_modules():
         if type(module) not in (nn.Linear, *_CONVS):
@@ -169,7 +198,7 @@ def _positions(model: nn.Module, layers: dict[str, nn.Module], args: tuple) -> d
     return seen
 
 
-def _spectrum(name: str, module: nn.Module, config: LowRankFactorization, pos: tuple[int, int]) -> LayerSpectrum:
+def _spectrum(name: str, module: nn.Module, config: LowRankConfig, pos: tuple[int, int]) -> LayerSpectrum:
     kind = "svd" if isinstance(module, nn.Linear) else config.conv
     w = module.weight.detach()
     if kind == "tucker2":
@@ -182,8 +211,3 @@ def _spectrum(name: str, module: nn.Module, config: LowRankFactorization, pos: t
     layer = LayerSpectrum(name=name, module=module, kind=kind, values=values, positions=pos, params=params, macs=macs)
     assert len(layer.values) == len(full_rank(module, kind))
     return layer
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -11,6 +11,7 @@ from effdl.factorize.math import svd_factors, tucker2_factors
 
 __all__ = [
     "KINDS",
+    "LowRank",
     "check_factorizable",
     "factor_macs",
     "factor_params",
@@ -85,8 +86,27 @@ def factor_macs(module: nn.Module, kind: str, ranks: tuple[int, ...], positions:
     return pos_out * (r * layer_matrix(module).shape[1] + out_ch * r)
 
 
-def factorize_layer(module: nn.Module, kind: str, ranks: tuple[int, ...], *, init: bool = True) -> nn.Sequential:
-    """The factorized replacement of ``module``: a ``nn.Sequential`` of two (SVD, channel) or three (Tucker-2)
+class LowRank(nn.Sequential):
+    """A factorized layer: an ``nn.Sequential`` of standard layers (so it trains, prunes and exports as usual) that
+    knows which decomposition made it and at which ranks, so a checkpoint records the structure.
+
+    Example:
+        >>> f = LowRank("svd", (2,), nn.Linear(4, 2, bias=False), nn.Linear(2, 3))
+        >>> f.kind, f.ranks, f(torch.zeros(1, 4)).shape
+        ('svd', (2,), torch.Size([1, 3]))
+    """
+
+    def __init__(self, kind: str, ranks: tuple[int, ...], *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        self.kind = kind
+        self.ranks = tuple(int(r) for r in ranks)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, ranks={self.ranks}"
+
+
+def factorize_layer(module: nn.Module, kind: str, ranks: tuple[int, ...], *, init: bool = True) -> LowRank:
+    """The factorized replacement of ``module``: a :class:`LowRank` sequence of two (SVD, channel) or three (Tucker-2)
     layers initialised from the decomposition (``init=False``: only the structure, for loading saved weights), with
     the original bias on the last one.
 
@@ -113,7 +133,7 @@ def factorize_layer(module: nn.Module, kind: str, ranks: tuple[int, ...], *, ini
             first_w, second_w = svd_factors(module.weight.detach(), ranks[0])
             _copy(first, first_w, None)
             _copy(second, second_w, module.bias)
-        return nn.Sequential(first, second).to(device=device, dtype=dtype)
+        return LowRank(kind, ranks, first, second).to(device=device, dtype=dtype)
     conv = type(module)
     dims = module.weight.dim() - 2
     ones = (1,) * dims
@@ -127,7 +147,7 @@ def factorize_layer(module: nn.Module, kind: str, ranks: tuple[int, ...], *, ini
             first_w, second_w = svd_factors(layer_matrix(module), r)
             _copy(spatial, first_w.reshape(r, *module.weight.shape[1:]), None)
             _copy(point, second_w.reshape(module.out_channels, r, *ones), module.bias)
-        return nn.Sequential(spatial, point).to(device=device, dtype=dtype)
+        return LowRank(kind, ranks, spatial, point).to(device=device, dtype=dtype)
     if kind == "tucker2":
         r_out, r_in = ranks
         reduce = conv(module.in_channels, r_in, ones, bias=False)
@@ -139,7 +159,7 @@ def factorize_layer(module: nn.Module, kind: str, ranks: tuple[int, ...], *, ini
             _copy(reduce, u_in.T.reshape(r_in, module.in_channels, *ones), None)
             _copy(middle, core, None)
             _copy(expand, u_out.reshape(module.out_channels, r_out, *ones), module.bias)
-        return nn.Sequential(reduce, middle, expand).to(device=device, dtype=dtype)
+        return LowRank(kind, ranks, reduce, middle, expand).to(device=device, dtype=dtype)
     raise UnsupportedError(f"a convolution is factorized with kind='channel' or 'tucker2', got kind={kind!r}")
 
 

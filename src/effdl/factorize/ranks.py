@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from effdl.core.registry import Registry
-from effdl.factorize.config import LowRankFactorization
+from effdl.factorize.config import LowRankConfig
 from effdl.factorize.layers import factor_macs, factor_params, full_rank
 from effdl.factorize.math import energy_rank
 
@@ -59,23 +59,23 @@ class LayerSpectrum:
         return tuple(energy_rank(v, energy) for v in self.values)
 
 
-#: rank selectors: ``fn(layer: LayerSpectrum, config: LowRankFactorization) -> tuple of ranks``
-RANK_SELECTORS: Registry[Callable[[LayerSpectrum, LowRankFactorization], tuple[int, ...]]] = Registry("rank selector")
+#: rank selectors: ``fn(layer: LayerSpectrum, config: LowRankConfig) -> tuple of ranks``
+RANK_SELECTORS: Registry[Callable[[LayerSpectrum, LowRankConfig], tuple[int, ...]]] = Registry("rank selector")
 
 
 @RANK_SELECTORS.register("energy", description="smallest rank keeping `energy` of the squared singular values")
-def _energy(layer: LayerSpectrum, config: LowRankFactorization) -> tuple[int, ...]:
+def _energy(layer: LayerSpectrum, config: LowRankConfig) -> tuple[int, ...]:
     return layer.ranks_for_energy(config.energy)
 
 
 @RANK_SELECTORS.register("fixed", description="the same rank everywhere (capped at full rank)")
-def _fixed(layer: LayerSpectrum, config: LowRankFactorization) -> tuple[int, ...]:
+def _fixed(layer: LayerSpectrum, config: LowRankConfig) -> tuple[int, ...]:
     return tuple(min(config.rank, f) for f in layer.full)
 
 
-@RANK_SELECTORS.register("ratio", description="largest rank with at most `ratio` of the layer's params/MACs")
-def _ratio(layer: LayerSpectrum, config: LowRankFactorization) -> tuple[int, ...]:
-    budget = config.ratio * layer.dense_cost(config.target)
+@RANK_SELECTORS.register("keep", description="largest rank keeping at most `keep` of the layer's params/MACs")
+def _ratio(layer: LayerSpectrum, config: LowRankConfig) -> tuple[int, ...]:
+    budget = config.keep * layer.dense_cost(config.target)
     full = layer.full
     best = tuple(1 for _ in full)
     for step in range(1, max(full) + 1):  # ranks grow together, in proportion to each mode's full rank
@@ -86,9 +86,9 @@ def _ratio(layer: LayerSpectrum, config: LowRankFactorization) -> tuple[int, ...
     return best
 
 
-def global_energy(layers: list[LayerSpectrum], config: LowRankFactorization) -> float:
+def global_energy(layers: list[LayerSpectrum], config: LowRankConfig) -> float:
     """The energy threshold, shared by all layers, whose ranks bring the layers' total cost (params or MACs) to
-    at most ``config.ratio`` of their dense total; layers that would not shrink count as dense. Bisection on the
+    at most ``config.keep`` of their dense total; layers that would not shrink count as dense. Bisection on the
     threshold (cost grows with it)."""
 
     def total(energy: float) -> int:
@@ -98,7 +98,7 @@ def global_energy(layers: list[LayerSpectrum], config: LowRankFactorization) -> 
             cost += min(layer.cost(layer.ranks_for_energy(energy), config.target), dense)
         return cost
 
-    budget = config.ratio * sum(layer.dense_cost(config.target) for layer in layers)
+    budget = config.keep * sum(layer.dense_cost(config.target) for layer in layers)
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2

@@ -14,10 +14,12 @@ from effdl.measure.macs import count_macs, module_macs
 from effdl.measure.memory import MemoryStats, peak_forward_memory
 from effdl.measure.profiler import LayerProfile, Profile, profile
 from effdl.measure.size import count_nonzero_params, count_params, serialized_size
+from effdl.measure.summary import MeasureConfig, summarize, summarize_quantized
 
 __all__ = [
     "LatencyStats",
     "LayerProfile",
+    "MeasureConfig",
     "MemoryStats",
     "Profile",
     "compare_latency",
@@ -33,4 +35,6 @@ __all__ = [
     "profile",
     "serialized_size",
     "stack_batches",
+    "summarize",
+    "summarize_quantized",
 ]

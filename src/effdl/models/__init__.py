@@ -11,12 +11,19 @@ Example:
 
 from effdl.models import cnn, densenet, mlp, mobilenet, resnet, vgg, vit  # noqa: F401  (registers the models)
 from effdl.models.base import MODELS, InputCheck, create_model, expect_inputs, list_models, model_spec, register_model
-from effdl.models.checkpoint import load_model, save_model
+from effdl.models.checkpoint import checkpoint_structure, load_model, save_model, structure_records
 from effdl.models.cnn import ConvNet
 from effdl.models.densenet import DenseNet
 from effdl.models.mlp import MLP
 from effdl.models.mobilenet import MobileNetV2
 from effdl.models.resnet import ResNet
+from effdl.models.structure import (
+    StructureKind,
+    describe_structure,
+    register_structure,
+    restore_structure_,
+    structure_kinds,
+)
 from effdl.models.vgg import VGG
 from effdl.models.vit import Attention, VisionTransformer
 
@@ -30,12 +37,19 @@ __all__ = [
     "InputCheck",
     "MobileNetV2",
     "ResNet",
+    "StructureKind",
     "VisionTransformer",
+    "checkpoint_structure",
     "create_model",
+    "describe_structure",
     "expect_inputs",
     "list_models",
     "load_model",
     "model_spec",
     "register_model",
+    "register_structure",
+    "restore_structure_",
     "save_model",
+    "structure_kinds",
+    "structure_records",
 ]

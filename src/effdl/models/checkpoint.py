@@ -11,12 +11,14 @@ from torch import nn
 from effdl.core.checkpoint import load_checkpoint, save_checkpoint
 from effdl.core.errors import CheckpointError
 from effdl.models.base import create_model, model_spec
+from effdl.models.structure import describe_structure, restore_structure_
 
-__all__ = ["load_model", "model_from_spec", "restore_structure_", "save_model"]
+__all__ = ["checkpoint_structure", "load_model", "model_from_spec", "save_model", "structure_records"]
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
-    """Saves ``model``'s state_dict and build spec (if made by ``create_model``) to a safetensors file, atomically.
+    """Saves ``model``'s state_dict, its build spec (if made by ``create_model``) and the records of what
+    transforms did to its structure (see :mod:`effdl.models.structure`) to a safetensors file, atomically.
 
     Example:
         >>> import tempfile, pathlib, torch
@@ -28,20 +30,28 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any
         >>> x = torch.randn(2, 1, 40); bool((m(x) == m2(x)).all())
         True
     """
-    meta = {"kind": "model", "model": model_spec(model), **(meta or {})}
-    if getattr(model, "effdl_structure", None) == "pruned":
-        meta["structure"] = "pruned"  # shapes differ from the spec's; load_model resizes a fresh model to them
-    if getattr(model, "effdl_factorization", None):
-        meta["factorization"] = model.effdl_factorization  # load_model rebuilds the same low-rank layers
-    if getattr(model, "effdl_quantization", None):
-        meta["quantization"] = model.effdl_quantization  # load_model swaps in the same fake-quant layers
+    meta = {"kind": "model", "model": model_spec(model), "structure": structure_records(model), **(meta or {})}
     return save_checkpoint(path, model.state_dict(), meta)
+
+
+def structure_records(model: nn.Module) -> list[dict[str, Any]]:
+    """The structure records of ``model`` (what :func:`load_model` replays on a fresh model): compared with a
+    model built from its spec when it has one.
+
+    Example:
+        >>> from effdl.models import create_model
+        >>> structure_records(create_model("test_mlp"))
+        []
+    """
+    spec = model_spec(model)
+    reference = model_from_spec(spec) if spec else None
+    return describe_structure(model, reference)
 
 
 def load_model(
     path: str | os.PathLike, *, model: nn.Module | str | None = None, trust_pickle: bool = False
 ) -> nn.Module:
-    """Loads a model from a checkpoint, rebuilding its architecture from the saved spec.
+    """Loads a model from a checkpoint, rebuilding its architecture from the saved spec and structure records.
 
     Args:
         path: a file written by :func:`save_model` or a training run, or a plain state_dict file.
@@ -68,29 +78,32 @@ def load_model(
         raise CheckpointError(
             f"{path} holds weights but no model spec; pass model=NAME or a module (CLI: --model NAME) to load it"
         )
-    restore_structure_(target, meta, tensors)
-    quantized = bool(meta.get("quantization"))
-    if quantized:  # a fake-quant model (QAT / simulated PTQ); quant sits above models, hence the lazy import
-        from effdl.quant.api import restore_quantized_
-
-        restore_quantized_(target, meta["quantization"])
-    _load_state(target, tensors, path, check_shapes=not quantized)
+    records = checkpoint_structure(meta, tensors)
+    restore_structure_(target, records)
+    _load_state(target, tensors, path)
     return target.eval()
 
 
-def restore_structure_(model: nn.Module, meta: dict[str, Any], shapes: dict[str, Any]) -> None:
-    """Gives a freshly built model the structure of a saved one: its low-rank layers (``meta["factorization"]``)
-    and, after structured pruning (``meta["structure"] == "pruned"``), the tensor shapes in ``shapes`` (name ->
-    tensor). Lazy imports: models sit below factorize and prune, and only such checkpoints need them."""
+def checkpoint_structure(meta: dict[str, Any], tensors: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The structure records of a checkpoint's metadata; checkpoints written before the records existed (keys
+    ``factorization``, ``structure: pruned``, ``quantization``, ``float_shapes``) are read as records too.
+
+    Example:
+        >>> checkpoint_structure({"factorization": {"fc": {"kind": "svd", "ranks": [2]}}})
+        [{'kind': 'factorized', 'layers': {'fc': {'kind': 'svd', 'ranks': [2]}}}]
+    """
+    records = meta.get("structure")
+    if isinstance(records, list):
+        return records
+    legacy: list[dict[str, Any]] = []  # effdl checkpoints of version 1, before structure records
     if meta.get("factorization"):
-        from effdl.factorize.api import restore_factorized_
-
-        restore_factorized_(model, meta["factorization"])
-    if meta.get("structure") == "pruned":
-        from effdl.prune.surgery import resize_to_state_dict_
-
-        resize_to_state_dict_(model, shapes)
-        model.effdl_structure = "pruned"
+        legacy.append({"kind": "factorized", "layers": meta["factorization"]})
+    if records == "pruned":
+        shapes = meta.get("float_shapes") or {k: list(v.shape) for k, v in (tensors or {}).items()}
+        legacy.append({"kind": "shapes", "shapes": shapes})
+    if meta.get("quantization"):
+        legacy.append({"kind": "fake-quant", "config": meta["quantization"]})
+    return legacy
 
 
 def _build_args(spec: dict[str, Any]) -> dict[str, Any]:
@@ -108,14 +121,14 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     return create_model(spec["name"], **_build_args(spec))
 
 
-def _load_state(model: nn.Module, tensors: dict, path, *, check_shapes: bool = True) -> None:
+def _load_state(model: nn.Module, tensors: dict, path) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     wrong = [
         f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
-        if check_shapes and k in tensors and tensors[k].shape != own[k].shape
+        if k in tensors and tensors[k].shape != own[k].shape and own[k].numel() > 0  # empty: sized on load (lazy)
     ]
     if missing or unexpected or wrong:
         parts = []

@@ -130,7 +130,7 @@ class ProxyEvaluation:
             out[name] = entry
         return out
 
-    def table(self) -> str:
+    def to_table(self) -> str:
         """Proxies by Kendall tau, with Spearman rho and tau within each MAC band."""
         corr = self.correlations()
         rows = []

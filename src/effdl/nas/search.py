@@ -106,7 +106,7 @@ class SearchResult:
     config: SearchConfig
     history: list[float]  # best score after each scored architecture
 
-    def table(self) -> str:
+    def to_table(self) -> str:
         """The best candidates as a table."""
         rows = [
             [

@@ -5,26 +5,33 @@ training.
 Example:
     >>> import torch
     >>> from effdl.models import create_model
-    >>> from effdl.prune import L1FilterPruning, prune_
+    >>> from effdl.prune import L1FilterPruneConfig, prune_
     >>> model = create_model("test_resnet")
-    >>> report = prune_(model, L1FilterPruning(ratio=0.5), example_inputs=torch.zeros(1, 3, 8, 8))
+    >>> report = prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=torch.zeros(1, 3, 8, 8))
     >>> report.after.macs < report.before.macs
     True
 """
 
-from effdl.prune.api import measure_summary, prune_
+from effdl.core.deprecation import deprecated_config, module_getattr
+from effdl.prune.api import groups_table, measure_summary, prune_
 from effdl.prune.criteria import CRITERIA, channel_scores
-from effdl.prune.dynamic import DynamicSparseTraining, DynamicSparsity, erk_densities
+from effdl.prune.dynamic import DynamicSparseTraining, DynamicSparsityConfig, erk_densities
 from effdl.prune.graph import Channel, DependencyGraph, Group, Site, build_dependency_graph, register_module_handler
-from effdl.prune.lottery import EarlyBird, LotteryResult, LotteryTicket, RewindPoint, find_lottery_ticket, reinitialize_
-from effdl.prune.sensitivity import SensitivityResult, sensitivity_analysis
+from effdl.prune.lottery import EarlyBird, LotteryResult, LotteryTicketConfig, RewindPoint, reinitialize_
+from effdl.prune.sensitivity import SensitivityResult, sensitivity_analysis, sensitivity_config
 from effdl.prune.storage import load_sparse_state_dict, save_sparse
-from effdl.prune.structured import L1FilterPruning, StructuredPruning, compute_scores, plan_structured, select_channels
+from effdl.prune.structured import (
+    L1FilterPruneConfig,
+    StructuredPruneConfig,
+    compute_scores,
+    plan_structured,
+    select_channels,
+)
 from effdl.prune.surgery import PruningPlan, make_plan, remove_channels_, resize_to_state_dict_, zero_channels_
 from effdl.prune.unstructured import (
     GradualMagnitudePruning,
     KeepSparsity,
-    MagnitudePruning,
+    MagnitudePruneConfig,
     apply_masks_,
     cubic_sparsity,
     magnitude_masks,
@@ -38,27 +45,27 @@ __all__ = [
     "Channel",
     "DependencyGraph",
     "DynamicSparseTraining",
-    "DynamicSparsity",
+    "DynamicSparsityConfig",
     "EarlyBird",
     "GradualMagnitudePruning",
     "Group",
     "KeepSparsity",
-    "L1FilterPruning",
+    "L1FilterPruneConfig",
     "LotteryResult",
-    "LotteryTicket",
-    "MagnitudePruning",
+    "LotteryTicketConfig",
+    "MagnitudePruneConfig",
     "PruningPlan",
     "RewindPoint",
     "SensitivityResult",
     "Site",
-    "StructuredPruning",
+    "StructuredPruneConfig",
     "apply_masks_",
     "build_dependency_graph",
     "channel_scores",
     "compute_scores",
     "cubic_sparsity",
     "erk_densities",
-    "find_lottery_ticket",
+    "groups_table",
     "load_sparse_state_dict",
     "magnitude_masks",
     "make_plan",
@@ -74,6 +81,16 @@ __all__ = [
     "save_sparse",
     "select_channels",
     "sensitivity_analysis",
+    "sensitivity_config",
     "sparsity_of",
     "zero_channels_",
 ]
+
+# the names before the architecture change (one release)
+__getattr__ = module_getattr(__name__, {
+    "StructuredPruning": lambda: deprecated_config("StructuredPruning", StructuredPruneConfig),
+    "L1FilterPruning": lambda: deprecated_config("L1FilterPruning", L1FilterPruneConfig),
+    "MagnitudePruning": lambda: deprecated_config("MagnitudePruning", MagnitudePruneConfig),
+    "LotteryTicket": lambda: deprecated_config("LotteryTicket", LotteryTicketConfig),
+    "DynamicSparsity": lambda: deprecated_config("DynamicSparsity", DynamicSparsityConfig),
+})  # fmt: skip

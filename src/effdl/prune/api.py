@@ -1,4 +1,5 @@
-"""``prune_``: the one verb of the pruning family; the config object picks the method."""
+"""``prune_``: the verb of the pruning family, the transforms it dispatches to by config type, and the structure
+record (tensor shapes) that lets a pruned checkpoint be loaded."""
 
 from __future__ import annotations
 
@@ -6,17 +7,28 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
 from effdl.core.report import ModelSummary, Report
+from effdl.core.table import format_table
+from effdl.core.transform import TransformContext, apply_, register_transform
 from effdl.measure.profiler import profile
 from effdl.models.base import check_example_inputs
-from effdl.prune.structured import StructuredPruning, plan_structured
-from effdl.prune.surgery import remove_channels_
-from effdl.prune.unstructured import MagnitudePruning, apply_masks_, magnitude_masks, sparsity_of
+from effdl.models.structure import register_structure
+from effdl.prune.structured import StructuredPruneConfig, plan_structured
+from effdl.prune.surgery import remove_channels_, resize_to_state_dict_
+from effdl.prune.unstructured import (
+    KeepSparsity,
+    MagnitudePruneConfig,
+    apply_masks_,
+    magnitude_masks,
+    masks_from_zeros,
+    sparsity_of,
+)
 
-__all__ = ["measure_summary", "prune_"]
+__all__ = ["groups_table", "measure_summary", "prune_"]
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +40,22 @@ def measure_summary(model: nn.Module, example_inputs: Any) -> ModelSummary:
 
 def prune_(
     model: nn.Module,
-    config: StructuredPruning | MagnitudePruning,
+    config: StructuredPruneConfig | MagnitudePruneConfig,
     *,
     example_inputs: Any,
     data: Iterable | None = None,
     loss_fn: Callable | None = None,
 ) -> Report:
-    """Prunes ``model`` in place as ``config`` says and reports what changed.
+    """Prunes ``model`` in place as ``config`` says and reports what changed (the family verb of
+    :func:`effdl.core.apply_`, which picks the method by the config's type).
 
-    - :class:`StructuredPruning` (and :class:`L1FilterPruning`) physically removes channels, neurons and heads: the
-      result is a plain, smaller ``nn.Module``.
-    - :class:`MagnitudePruning` zeroes individual weights; keep them at zero while fine-tuning with
+    - :class:`StructuredPruneConfig` (and :class:`L1FilterPruneConfig`) physically removes channels, neurons and
+      heads: the result is a plain, smaller ``nn.Module``.
+    - :class:`MagnitudePruneConfig` zeroes individual weights; keep them at zero while fine-tuning with
       :class:`KeepSparsity`.
 
     Args:
-        model: the model (changed in place).
+        model: the model (changed in place; restored as it was if pruning fails half-way).
         config: which method and how much.
         example_inputs: a batch the model accepts (used to trace it and to count MACs).
         data: batches of ``(inputs, targets)`` for criteria that need gradients (``taylor``).
@@ -54,42 +67,93 @@ def prune_(
     Example:
         >>> import torch
         >>> from effdl.models import create_model
-        >>> from effdl.prune import L1FilterPruning
+        >>> from effdl.prune import L1FilterPruneConfig
         >>> m = create_model("test_cnn1d")
-        >>> r = prune_(m, L1FilterPruning(ratio=0.5), example_inputs=torch.zeros(1, 1, 40))
+        >>> r = prune_(m, L1FilterPruneConfig(ratio=0.5), example_inputs=torch.zeros(1, 1, 40))
         >>> r.before.params > r.after.params, m.features[0].out_channels
         (True, 2)
     """
-    args = check_example_inputs(model, example_inputs, caller="prune_")
-    x = args if len(args) > 1 else args[0]
-    before = measure_summary(model, x)
-    if isinstance(config, StructuredPruning):
-        graph, plan = plan_structured(model, config, x, data=data, loss_fn=loss_fn)
-        remove_channels_(model, plan, x)
-        model.effdl_structure = "pruned"  # save_model records it, so load_model can resize a fresh model
-        details = {
-            "method": "structured",
-            "groups": [
-                {"group": g.name, "kind": g.kind, "before": len(g), "after": plan.widths.get(g.name, (len(g),) * 2)[1]}
-                for g in graph.groups
-            ],
-            "pinned": graph.pinned,
-            "removed_channels": plan.num_removed,
-        }
-        log.info("removed %d channels in %d groups", plan.num_removed, len(plan.widths))
-    elif isinstance(config, MagnitudePruning):
-        masks = magnitude_masks(model, config)
-        apply_masks_(model, masks)
-        details = {
-            "method": "magnitude",
-            "sparsity": sparsity_of(masks),
-            "layers": [
-                {"layer": k, "weights": m.numel(), "sparsity": 1 - float(m.float().mean())} for k, m in masks.items()
-            ],
-        }
-    else:
+    if not isinstance(config, StructuredPruneConfig | MagnitudePruneConfig):
         raise ConfigError(
-            f"prune_ does not know {type(config).__name__}; pass StructuredPruning, L1FilterPruning or MagnitudePruning"
+            f"prune_ does not know {type(config).__name__}; pass StructuredPruneConfig, L1FilterPruneConfig or "
+            "MagnitudePruneConfig (or call effdl.apply_ for any registered config)"
         )
+    return apply_(model, config, example_inputs=example_inputs, data=data, loss_fn=loss_fn)
+
+
+def _inputs(model: nn.Module, context: TransformContext, caller: str) -> Any:
+    args = check_example_inputs(model, context.example_inputs, caller=caller)
+    return args if len(args) > 1 else args[0]
+
+
+@register_transform(StructuredPruneConfig)
+def _structured(model: nn.Module, config: StructuredPruneConfig, context: TransformContext) -> Report:
+    x = _inputs(model, context, "prune_")
+    before = measure_summary(model, x)
+    graph, plan = plan_structured(model, config, x, data=context.data, loss_fn=context.loss_fn)
+    remove_channels_(model, plan, x)
+    details = {
+        "method": "structured",
+        "groups": [
+            {"group": g.name, "kind": g.kind, "before": len(g), "after": plan.widths.get(g.name, (len(g),) * 2)[1]}
+            for g in graph.groups
+        ],
+        "pinned": graph.pinned,
+        "removed_channels": plan.num_removed,
+    }
+    log.info("removed %d channels in %d groups", plan.num_removed, len(plan.widths))
     after = measure_summary(model, x)
     return Report(command="prune", before=before, after=after, config=config.to_dict(), details=details)
+
+
+def _keep_zeros(model: nn.Module, config: MagnitudePruneConfig) -> list:
+    return [KeepSparsity(masks_from_zeros(model))]  # fine-tuning after magnitude pruning keeps the zeros
+
+
+@register_transform(MagnitudePruneConfig, keep_during_training=_keep_zeros)
+def _magnitude(model: nn.Module, config: MagnitudePruneConfig, context: TransformContext) -> Report:
+    x = _inputs(model, context, "prune_")
+    before = measure_summary(model, x)
+    masks = magnitude_masks(model, config)
+    apply_masks_(model, masks)
+    details = {
+        "method": "magnitude",
+        "sparsity": sparsity_of(masks),
+        "layers": [
+            {"layer": k, "weights": m.numel(), "sparsity": 1 - float(m.float().mean())} for k, m in masks.items()
+        ],
+    }
+    after = measure_summary(model, x)
+    return Report(command="prune", before=before, after=after, config=config.to_dict(), details=details)
+
+
+def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str, Any] | None:
+    """The tensor shapes that differ from the freshly built model's (all of them when there is no spec)."""
+    own = model.state_dict()
+    if reference is None:
+        return {"shapes": {k: list(v.shape) for k, v in own.items()}}
+    ref = reference.state_dict()
+    changed = {k: list(v.shape) for k, v in own.items() if k in ref and tuple(ref[k].shape) != tuple(v.shape)}
+    return {"shapes": changed} if changed else None
+
+
+def _restore_shapes(model: nn.Module, record: dict[str, Any]) -> None:
+    resize_to_state_dict_(model, {k: torch.empty(v) for k, v in record["shapes"].items()})
+
+
+# after physical channel removal the tensors are smaller than the spec's: a fresh model is resized to the checkpoint
+register_structure("shapes", describe=_describe_shapes, restore=_restore_shapes, order=20)
+
+
+def groups_table(details: dict[str, Any]) -> str:
+    """Channels per group before and after, from the ``details`` of a structured pruning report.
+
+    Example:
+        >>> print(groups_table({"groups": [{"group": "conv", "kind": "channels", "before": 8, "after": 4}]}))
+        | group | kind     | before | after |
+        |:------|:---------|-------:|------:|
+        | conv  | channels |      8 |     4 |
+    """
+    groups = [g for g in details.get("groups", []) if g["before"] != g["after"]]
+    rows = [[g["group"], g["kind"], g["before"], g["after"]] for g in groups]
+    return format_table(rows, ["group", "kind", "before", "after"], align="llrr") if rows else "(no group changed)"

@@ -13,31 +13,28 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from effdl.core.callback import Callback
-from effdl.core.config import Config, check_choice, check_range
+from effdl.core.callback import Callback, TrainerView
+from effdl.core.config import Config, check_choice, check_range, rename_fields
 from effdl.core.errors import ConfigError
 from effdl.prune.unstructured import apply_masks_, prunable_weights
 
-if TYPE_CHECKING:
-    from effdl.train.loop import Trainer
-
-__all__ = ["DynamicSparseTraining", "DynamicSparsity", "erk_densities"]
+__all__ = ["DynamicSparseTraining", "DynamicSparsityConfig", "erk_densities"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DynamicSparsity(Config):
+class DynamicSparsityConfig(Config):
     """Settings of dynamic sparse training.
 
     Attributes:
         method: ``"rigl"``, ``"set"`` or ``"static"``.
-        sparsity: overall fraction of zero weights in the Conv/Linear layers, in [0, 1).
+        ratio: overall fraction of zero weights (the sparsity) in the Conv/Linear layers, in [0, 1).
         distribution: ``"erk"`` (Erdős–Rényi-Kernel, Evci et al. 2020 sec. 3) or ``"uniform"``.
         update_every: steps between connection updates (RigL's delta T).
         drop_fraction: fraction of active weights moved at the first update (alpha), decayed with a cosine.
@@ -46,12 +43,13 @@ class DynamicSparsity(Config):
         seed: seed of the random masks and SET's regrowth (independent of the training seed).
 
     Example:
-        >>> DynamicSparsity(method="rigl", sparsity=0.9).distribution
+        >>> DynamicSparsityConfig(method="rigl", ratio=0.9).distribution
         'erk'
     """
 
+    config_version = 2  # version 1 called the ratio "sparsity"
     method: str = "rigl"
-    sparsity: float = 0.9
+    ratio: float = 0.9
     distribution: str = "erk"
     update_every: int = 100
     drop_fraction: float = 0.3
@@ -62,11 +60,15 @@ class DynamicSparsity(Config):
     def validate(self) -> None:
         check_choice("method", self.method, ("rigl", "set", "static"))
         check_choice("distribution", self.distribution, ("erk", "uniform"))
-        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True, hint="use sparsity=0.9")
+        check_range("ratio", self.ratio, 0.0, 1.0, high_open=True, hint="use ratio=0.9 for 90% zeros")
         check_range("drop_fraction", self.drop_fraction, 0.0, 1.0, high_open=True)
         check_range("end_fraction", self.end_fraction, 0.0, 1.0)
         if self.update_every < 1:
             raise ConfigError(f"update_every must be >= 1 step, got {self.update_every}")
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        return rename_fields(cls, data, {"sparsity": "ratio"})
 
 
 def erk_densities(shapes: Mapping[str, Sequence[int]], sparsity: float, *, kernel: bool = True) -> dict[str, float]:
@@ -96,17 +98,17 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], sparsity: float, *, kerne
 
 
 class DynamicSparseTraining(Callback):
-    """Training callback for SET / RigL / static sparse training (see :class:`DynamicSparsity`).
+    """Training callback for SET / RigL / static sparse training (see :class:`DynamicSparsityConfig`).
 
     The masks (and the random generator) are part of its state, so a resumed run continues exactly.
 
     Example:
-        >>> cb = DynamicSparseTraining(DynamicSparsity(method="set", sparsity=0.8))
+        >>> cb = DynamicSparseTraining(DynamicSparsityConfig(method="set", ratio=0.8))
         >>> cb.config.method
         'set'
     """
 
-    def __init__(self, config: DynamicSparsity) -> None:
+    def __init__(self, config: DynamicSparsityConfig) -> None:
         self.config = config
         self.masks: dict[str, torch.Tensor] = {}
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -119,9 +121,9 @@ class DynamicSparseTraining(Callback):
         weights = prunable_weights(model, self.config.ignore)
         shapes = {k: tuple(w.shape) for k, w in weights.items()}
         if self.config.distribution == "erk":
-            dens = erk_densities(shapes, self.config.sparsity)
+            dens = erk_densities(shapes, self.config.ratio)
         else:
-            dens = dict.fromkeys(shapes, 1.0 - self.config.sparsity)
+            dens = dict.fromkeys(shapes, 1.0 - self.config.ratio)
         for name, w in weights.items():
             n_keep = max(1, round(dens[name] * w.numel()))
             order = torch.randperm(w.numel(), generator=self.generator)[:n_keep]
@@ -144,18 +146,18 @@ class DynamicSparseTraining(Callback):
         return 1.0 - sum(int(m.sum()) for m in self.masks.values()) / max(total, 1)
 
     # -- hooks
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         if not self.masks:
             self.init_masks(trainer.model)
         else:
             apply_masks_(trainer.model, self.masks)
 
-    def _update_due(self, trainer: Trainer) -> bool:
+    def _update_due(self, trainer: TrainerView) -> bool:
         done = trainer.step + 1  # the step being taken now
         end = self.config.end_fraction * trainer.total_steps
         return self.config.method != "static" and done % self.config.update_every == 0 and done < end
 
-    def on_after_backward(self, trainer: Trainer) -> None:
+    def on_after_backward(self, trainer: TrainerView) -> None:
         update = self._update_due(trainer)
         for name, mask in self.masks.items():
             w = trainer.model.get_submodule(name).weight
@@ -165,16 +167,16 @@ class DynamicSparseTraining(Callback):
                 self._grads[name] = w.grad.detach().abs().clone()  # dense gradient, RigL's growth criterion
             w.grad.mul_(mask.to(w.grad.dtype))
 
-    def on_batch_end(self, trainer: Trainer, batch, loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch, loss: float) -> None:
         if self._update_due(trainer):
             self._move_connections(trainer)
         apply_masks_(trainer.model, self.masks)
 
-    def _drop_fraction(self, trainer: Trainer) -> float:
+    def _drop_fraction(self, trainer: TrainerView) -> float:
         end = max(self.config.end_fraction * trainer.total_steps, 1)
         return self.config.drop_fraction / 2 * (1 + math.cos(math.pi * (trainer.step + 1) / end))  # RigL eq. 1
 
-    def _move_connections(self, trainer: Trainer) -> None:
+    def _move_connections(self, trainer: TrainerView) -> None:
         frac = self._drop_fraction(trainer)
         with torch.no_grad():
             for name, mask in self.masks.items():

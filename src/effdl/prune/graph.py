@@ -30,6 +30,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from effdl.core.config import name_matches
 from effdl.core.errors import UnsupportedError
 
 __all__ = ["Channel", "DependencyGraph", "Group", "Site", "build_dependency_graph", "register_module_handler"]
@@ -101,14 +102,7 @@ class Group:
 
     def matches(self, pattern: str) -> bool:
         """Whether ``pattern`` (a module name or a regular expression) names this group or one of its producers."""
-        names = (self.name, *self.producers)
-        if pattern in names:
-            return True
-        try:
-            rx = re.compile(pattern)
-        except re.error:
-            return False
-        return any(rx.fullmatch(n) for n in names)
+        return any(name_matches(n, pattern) for n in (self.name, *self.producers))
 
 
 @dataclasses.dataclass

@@ -5,54 +5,44 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
-import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from effdl.core.callback import Callback
-from effdl.core.checkpoint import load_checkpoint, save_checkpoint
-from effdl.core.config import Config, check_choice, check_range
-from effdl.core.errors import CheckpointError, ConfigError
-from effdl.core.io import atomic_write_json
+from effdl.core.callback import Callback, TrainerView
+from effdl.core.config import Config, check_choice, check_range, rename_fields
+from effdl.core.errors import ConfigError
 from effdl.prune.graph import build_dependency_graph
-from effdl.prune.structured import StructuredPruning, compute_scores, select_channels
-from effdl.prune.unstructured import KeepSparsity, MagnitudePruning, apply_masks_, magnitude_masks, sparsity_of
+from effdl.prune.structured import StructuredPruneConfig, compute_scores, select_channels
 
-if TYPE_CHECKING:
-    from effdl.data.base import DatasetSplits
-    from effdl.train.config import TrainConfig
-    from effdl.train.loop import Trainer
-
-__all__ = ["EarlyBird", "LotteryResult", "LotteryTicket", "RewindPoint", "find_lottery_ticket", "reinitialize_"]
+__all__ = ["EarlyBird", "LotteryResult", "LotteryTicketConfig", "RewindPoint", "reinitialize_"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LotteryTicket(Config):
+class LotteryTicketConfig(Config):
     """Iterative magnitude pruning with rewinding.
 
     Attributes:
         rounds: prune-and-retrain rounds after the dense run.
-        rate: fraction of the *remaining* weights pruned per round (sparsity after r rounds: 1 - (1 - rate)^r).
+        ratio: fraction of the *remaining* weights pruned per round (sparsity after r rounds: 1 - (1 - ratio)^r).
         rewind_step: training step whose weights the survivors are reset to (0: the initialization, as in
             Frankle & Carbin; a few hundred steps: "rewinding", Frankle et al. 2020).
         scope: ``"global"`` or ``"layer"`` magnitude ranking.
         ignore: module names or regexes kept dense.
 
     Example:
-        >>> round(LotteryTicket(rounds=4, rate=0.4).final_sparsity, 4)
+        >>> round(LotteryTicketConfig(rounds=4, ratio=0.4).final_sparsity, 4)
         0.8704
     """
 
     rounds: int = 4
-    rate: float = 0.4
+    config_version = 2  # version 1 called the ratio "rate"
+    ratio: float = 0.4
     rewind_step: int = 0
     scope: str = "global"
     ignore: tuple[str, ...] = ()
@@ -60,7 +50,7 @@ class LotteryTicket(Config):
     def validate(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
-        check_range("rate", self.rate, 0.0, 1.0, low_open=True, high_open=True, hint="use rate=0.2 (20% per round)")
+        check_range("ratio", self.ratio, 0.0, 1.0, low_open=True, high_open=True, hint="use ratio=0.2 (20% per round)")
         if self.rewind_step < 0:
             raise ConfigError(f"rewind_step must be >= 0, got {self.rewind_step}")
         check_choice("scope", self.scope, ("global", "layer"))
@@ -68,7 +58,11 @@ class LotteryTicket(Config):
     @property
     def final_sparsity(self) -> float:
         """Sparsity after the last round."""
-        return 1.0 - (1.0 - self.rate) ** self.rounds
+        return 1.0 - (1.0 - self.ratio) ** self.rounds
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        return rename_fields(cls, data, {"rate": "ratio"})
 
 
 class RewindPoint(Callback):
@@ -86,11 +80,11 @@ class RewindPoint(Callback):
     def _take(self, model: nn.Module) -> None:
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         if self.step == 0 and self.state is None:
             self._take(trainer.model)
 
-    def on_batch_end(self, trainer: Trainer, batch, loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch, loss: float) -> None:
         if self.state is None and trainer.step + 1 == self.step:
             self._take(trainer.model)
 
@@ -130,88 +124,6 @@ class LotteryResult:
         return format_table(rows, ["round", "sparsity", "test accuracy"], align="rrr")
 
 
-def find_lottery_ticket(
-    model: nn.Module,
-    data: DatasetSplits,
-    train_config: TrainConfig,
-    config: LotteryTicket,
-    *,
-    out_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-) -> LotteryResult:
-    """Trains densely, then ``config.rounds`` times: prune by magnitude, rewind the survivors, retrain.
-
-    With ``out_dir``, every round trains into ``out_dir/round_R`` (step-exact resumable) and finished rounds are
-    recorded in ``out_dir/lottery.json``; ``resume=True`` continues where an interrupted search stopped.
-
-    Args:
-        model: the untrained model (trained in place; holds the final ticket at the end).
-        data: dataset splits; accuracy is measured on ``data.test``.
-        train_config: the training run repeated in every round.
-        config: the :class:`LotteryTicket` settings.
-        out_dir: where to keep rounds (None: in memory only).
-        resume: continue from ``out_dir``.
-
-    Returns:
-        A :class:`LotteryResult`.
-    """
-    from effdl.measure.evaluation import evaluate
-    from effdl.train.loop import Trainer
-
-    out = Path(out_dir) if out_dir is not None else None
-    log_path = out / "lottery.json" if out else None
-    done: list[dict[str, float]] = []
-    masks: dict[str, torch.Tensor] = {}
-    rewind: dict[str, torch.Tensor] | None = None
-    if resume and log_path is not None and log_path.is_file():
-        done, masks, rewind = _load_progress(out, model)
-    for r in range(len(done), config.rounds + 1):
-        round_dir = out / f"round_{r}" if out else None
-        can_resume = resume and round_dir is not None
-        if r == 0:
-            point = RewindPoint(config.rewind_step)
-            Trainer(model, train_config, callbacks=[point], out_dir=round_dir).fit(data.train, resume=can_resume)
-            if point.state is None:
-                raise ConfigError(
-                    f"rewind_step={config.rewind_step} is beyond the {train_config.epochs}-epoch run; use a smaller one"
-                )
-            rewind = point.state
-        else:
-            target = 1.0 - (1.0 - config.rate) ** r
-            masks = magnitude_masks(model, MagnitudePruning(sparsity=target, scope=config.scope, ignore=config.ignore))
-            model.load_state_dict(rewind)
-            apply_masks_(model, masks)
-            Trainer(model, train_config, callbacks=[KeepSparsity(masks)], out_dir=round_dir).fit(
-                data.train, resume=can_resume
-            )
-        acc = evaluate(model, data.test)["accuracy"]
-        done.append({"round": r, "sparsity": sparsity_of(masks) if masks else 0.0, "accuracy": acc})
-        log.info("lottery round %d: sparsity %.1f%%, test accuracy %.2f%%", r, 100 * done[-1]["sparsity"], 100 * acc)
-        if out is not None:
-            _save_progress(out, done, model, masks, rewind)
-    return LotteryResult(rounds=done, masks=masks, rewind_state=rewind or {})
-
-
-def _save_progress(out: Path, done, model: nn.Module, masks, rewind) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"mask.{k}": v.to(torch.uint8) for k, v in masks.items()})
-    tensors.update({f"rewind.{k}": v for k, v in rewind.items()})
-    save_checkpoint(out / "lottery_state.safetensors", tensors, {"kind": "lottery", "rounds": len(done)})
-    atomic_write_json(out / "lottery.json", {"rounds": done})
-
-
-def _load_progress(out: Path, model: nn.Module):
-    done = json.loads((out / "lottery.json").read_text())["rounds"]
-    tensors, meta = load_checkpoint(out / "lottery_state.safetensors")
-    if meta.get("rounds") != len(done):
-        raise CheckpointError(f"{out} has inconsistent lottery files; start over in a new folder")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    masks = {k[5:]: v.bool() for k, v in tensors.items() if k.startswith("mask.")}
-    rewind = {k[7:]: v for k, v in tensors.items() if k.startswith("rewind.")}
-    log.info("resuming the lottery search after round %d", len(done) - 1)
-    return done, masks, rewind
-
-
 class EarlyBird(Callback):
     """Detects an early-bird ticket (You et al., "Drawing Early-Bird Tickets", ICLR 2020): after every epoch the
     structured mask that pruning ``ratio`` of the channels would take (BN scaling factors, ranked globally) is
@@ -244,7 +156,7 @@ class EarlyBird(Callback):
         ignore: Sequence[str] = (),
     ) -> None:
         self.example_inputs = example_inputs
-        self.config = StructuredPruning(criterion=criterion, ratio=ratio, global_ranking=True, ignore=tuple(ignore))
+        self.config = StructuredPruneConfig(criterion=criterion, ratio=ratio, scope="global", ignore=tuple(ignore))
         self.threshold, self.window, self.stop = threshold, window, stop
         self.distances: list[float] = []
         self.previous: torch.Tensor | None = None
@@ -265,11 +177,11 @@ class EarlyBird(Callback):
             parts.append(keep)
         return torch.cat(parts) if parts else torch.ones(0, dtype=torch.bool)
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         if self.found_epoch is not None and self.stop:
             trainer.should_stop = True
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
         if self.found_epoch is not None:
             return
         current = self.mask(trainer.model)

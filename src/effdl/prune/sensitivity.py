@@ -18,11 +18,12 @@ from torch.utils.data import Dataset
 from effdl.core.errors import ConfigError
 from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
+from effdl.data.loaders import split_validation
 from effdl.prune.graph import build_dependency_graph
-from effdl.prune.structured import StructuredPruning, plan_structured
+from effdl.prune.structured import StructuredPruneConfig, plan_structured
 from effdl.prune.surgery import remove_channels_
 
-__all__ = ["SensitivityResult", "sensitivity_analysis"]
+__all__ = ["SensitivityResult", "sensitivity_analysis", "sensitivity_config"]
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,11 @@ class SensitivityResult:
                 out[name] = best
         return out
 
-    def to_config(self, tolerance: float, **fields: Any) -> StructuredPruning:
-        """A :class:`StructuredPruning` with ``per_layer`` ratios from :meth:`ratios_for` (other groups kept)."""
+    def to_config(self, tolerance: float, base: StructuredPruneConfig | None = None) -> StructuredPruneConfig:
+        """``base`` (default: a plain :class:`StructuredPruneConfig`) with ``per_layer`` ratios from
+        :meth:`ratios_for` and ``ratio=0`` (other groups kept); every other setting of ``base`` is kept."""
         per_layer = {re.escape(k): v for k, v in self.ratios_for(tolerance).items()}
-        return StructuredPruning(ratio=0.0, per_layer=per_layer, **fields)
+        return (base or StructuredPruneConfig()).replace(ratio=0.0, per_layer=per_layer)
 
     def to_table(self) -> str:
         """Accuracy drop (points) per group and ratio."""
@@ -130,7 +132,7 @@ def sensitivity_analysis(
     curves: dict[str, list[tuple[float, float]]] = {g.name: [] for g in graph.groups}
     for group, ratio in jobs:
         trial = copy.deepcopy(model)
-        cfg = StructuredPruning(criterion=criterion, ratio=0.0, per_layer={re.escape(group.name): ratio})
+        cfg = StructuredPruneConfig(criterion=criterion, ratio=0.0, per_layer={re.escape(group.name): ratio})
         _, plan = plan_structured(trial, cfg, example_inputs, graph=graph)
         if plan.num_removed == 0:
             continue
@@ -138,3 +140,28 @@ def sensitivity_analysis(
         curves[group.name].append((ratio, metric(trial, eval_data)))
     log.info("sensitivity: %d groups x %d ratios, baseline %.4f", len(graph.groups), len(ratios), baseline)
     return SensitivityResult(baseline, {k: v for k, v in curves.items() if v})
+
+
+def sensitivity_config(
+    model: nn.Module, data: Any, config: StructuredPruneConfig, tolerance: float, *, progress: bool = False
+) -> tuple[StructuredPruneConfig, SensitivityResult]:
+    """Runs :func:`sensitivity_analysis` on a validation split (10% of ``data.train``) and returns ``config`` with
+    the per-layer ratios that lose at most ``tolerance`` accuracy (every other setting kept), and the analysis.
+
+    Args:
+        model: the trained model (not changed).
+        data: its dataset splits.
+        config: the structured pruning settings (criterion, ignore, round_to, ... are kept).
+        tolerance: accuracy each layer may lose, e.g. 0.01.
+        progress: progress bar.
+    """
+    if not isinstance(config, StructuredPruneConfig):
+        raise ConfigError(
+            f"sensitivity analysis chooses per-layer ratios of structured pruning, got {type(config).__name__}; "
+            "use a structured method (e.g. --method l1)"
+        )
+    _, val = split_validation(data.train, 0.1, seed=0)
+    result = sensitivity_analysis(
+        model, val, data.example_inputs(2), criterion=config.criterion, ignore=config.ignore, progress=progress
+    )
+    return result.to_config(tolerance, base=config), result

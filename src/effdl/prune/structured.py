@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from effdl.core.config import Config, check_range
+from effdl.core.config import Config, check_choice, check_range
 from effdl.core.errors import ConfigError, UnsupportedError
 from effdl.prune.criteria import CRITERIA
 from effdl.prune.graph import Channel, DependencyGraph, Group, build_dependency_graph
 from effdl.prune.surgery import PruningPlan, make_plan
 
-__all__ = ["L1FilterPruning", "StructuredPruning", "compute_scores", "plan_structured", "select_channels"]
+__all__ = ["L1FilterPruneConfig", "StructuredPruneConfig", "compute_scores", "plan_structured", "select_channels"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _RATIO_HINT = "use ratio=0.5 to remove half of the channels"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class StructuredPruning(Config):
+class StructuredPruneConfig(Config):
     """Remove a fraction of the channels of every prunable group, ranked by an importance criterion.
 
     Attributes:
@@ -36,8 +36,8 @@ class StructuredPruning(Config):
         ratio: fraction of channels removed, in [0, 1).
         per_layer: ``{module name or regex: ratio}`` overriding ``ratio`` for the groups those modules produce
             (0 keeps a group whole).
-        global_ranking: rank channels across groups (scores normalized by each group's mean) instead of
-            removing ``ratio`` in every group; ``ratio`` is then the overall fraction.
+        scope: ``"layer"`` removes ``ratio`` of every group; ``"global"`` ranks channels across groups (scores
+            normalized by each group's mean), ``ratio`` then being the overall fraction.
         max_ratio: under global ranking, the most any one group may lose.
         round_to: keep a multiple of this many channels per group (hardware-friendly widths).
         prune_heads: also remove whole attention heads.
@@ -46,7 +46,7 @@ class StructuredPruning(Config):
         seed: for the ``random`` criterion.
 
     Example:
-        >>> StructuredPruning(ratio=1.5)
+        >>> StructuredPruneConfig(ratio=1.5)
         Traceback (most recent call last):
         ...
         effdl.core.errors.ConfigError: ratio must be in [0.0, 1.0), got ratio=1.5; use ratio=0.5 to remove half ...
@@ -55,7 +55,8 @@ class StructuredPruning(Config):
     criterion: str = "l1"
     ratio: float = 0.5
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
-    global_ranking: bool = False
+    config_version = 2  # version 1 had global_ranking: bool instead of scope
+    scope: str = "layer"
     max_ratio: float = 0.9
     round_to: int = 1
     prune_heads: bool = True
@@ -72,17 +73,28 @@ class StructuredPruning(Config):
             raise ConfigError(f"round_to must be a positive integer, got round_to={self.round_to!r}; use 8 or 1")
         if self.num_batches < 1:
             raise ConfigError(f"num_batches must be >= 1, got {self.num_batches}")
+        check_choice("scope", self.scope, ("layer", "global"))
         if self.criterion not in CRITERIA:
             CRITERIA.get(self.criterion, allow_callable=False)  # raises with the valid names
 
+    def describe(self) -> str:
+        return f"prune structured {self.criterion} {self.ratio:.0%}" + (" global" if self.scope == "global" else "")
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        data = dict(data)
+        if "global_ranking" in data:
+            data["scope"] = "global" if data.pop("global_ranking") else "layer"
+        return data
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class L1FilterPruning(StructuredPruning):
-    """:class:`StructuredPruning` with the L1-norm criterion of Li et al., "Pruning Filters for Efficient ConvNets"
+class L1FilterPruneConfig(StructuredPruneConfig):
+    """:class:`StructuredPruneConfig` with the L1-norm criterion of Li et al., "Pruning Filters for Efficient ConvNets"
     (ICLR 2017).
 
     Example:
-        >>> L1FilterPruning(ratio=0.25).criterion
+        >>> L1FilterPruneConfig(ratio=0.25).criterion
         'l1'
     """
 
@@ -92,7 +104,7 @@ class L1FilterPruning(StructuredPruning):
 def compute_scores(
     model: nn.Module,
     graph: DependencyGraph,
-    config: StructuredPruning,
+    config: StructuredPruneConfig,
     *,
     data: Iterable | None = None,
     loss_fn: Callable | None = None,
@@ -138,13 +150,9 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return dict(model.state_dict(keep_vars=True))
 
 
-def _ratio_for(group: Group, config: StructuredPruning) -> float | None:
+def _ratio_for(group: Group, config: StructuredPruneConfig) -> float | None:
     """The group's own ratio from ``per_layer`` (last match wins), or None for the default."""
-    ratio = None
-    for pattern, r in config.per_layer.items():
-        if group.matches(pattern):
-            ratio = r
-    return ratio
+    return next((r for p, r in reversed(config.per_layer.items()) if group.matches(p)), None)
 
 
 def _keep_count(n: int, remove: int, step: int) -> int:
@@ -155,7 +163,7 @@ def _keep_count(n: int, remove: int, step: int) -> int:
 
 
 def select_channels(
-    graph: DependencyGraph, scores: Mapping[str, torch.Tensor], config: StructuredPruning
+    graph: DependencyGraph, scores: Mapping[str, torch.Tensor], config: StructuredPruneConfig
 ) -> dict[str, tuple[Group, list[Channel]]]:
     """Picks the channels to remove: ``{group name: (group, channels)}`` (lowest scores first, ties by position)."""
     _check_patterns(graph, config)
@@ -164,7 +172,7 @@ def select_channels(
     ranked: list[Group] = []
     for g in groups:
         own = _ratio_for(g, config)
-        if own is not None or not config.global_ranking:
+        if own is not None or config.scope == "layer":
             r = config.ratio if own is None else own
             step = 1 if g.kind == "heads" else config.round_to
             counts[g.name] = len(g) - _keep_count(len(g), math.floor(len(g) * r + 1e-9), step)
@@ -182,7 +190,7 @@ def select_channels(
     return out
 
 
-def _global_counts(groups: list[Group], scores: Mapping[str, torch.Tensor], config: StructuredPruning) -> dict:
+def _global_counts(groups: list[Group], scores: Mapping[str, torch.Tensor], config: StructuredPruneConfig) -> dict:
     entries = []
     for g in groups:
         s = scores[g.name].double()
@@ -202,7 +210,7 @@ def _global_counts(groups: list[Group], scores: Mapping[str, torch.Tensor], conf
     return {name: n - _keep_count(n, counts[name], step) for name, (n, step) in sizes.items()}
 
 
-def _check_patterns(graph: DependencyGraph, config: StructuredPruning) -> None:
+def _check_patterns(graph: DependencyGraph, config: StructuredPruneConfig) -> None:
     for pattern, r in config.per_layer.items():
         if any(g.matches(pattern) for g in graph.groups):
             continue
@@ -219,7 +227,7 @@ def _check_patterns(graph: DependencyGraph, config: StructuredPruning) -> None:
 
 def plan_structured(
     model: nn.Module,
-    config: StructuredPruning,
+    config: StructuredPruneConfig,
     example_inputs: Any,
     *,
     data: Iterable | None = None,

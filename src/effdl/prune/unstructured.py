@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from effdl.core.callback import Callback
-from effdl.core.config import Config, check_choice, check_range
+from effdl.core.callback import Callback, TrainerView
+from effdl.core.config import Config, check_choice, check_range, last_match, name_matches, rename_fields
 from effdl.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from effdl.train.loop import Trainer
 
 __all__ = [
     "GradualMagnitudePruning",
     "KeepSparsity",
-    "MagnitudePruning",
+    "MagnitudePruneConfig",
     "apply_masks_",
     "cubic_sparsity",
     "magnitude_masks",
@@ -37,35 +33,43 @@ Masks = dict[str, torch.Tensor]  # module name -> bool mask shaped like its weig
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MagnitudePruning(Config):
+class MagnitudePruneConfig(Config):
     """Zero the smallest-magnitude weights of every Conv and Linear layer.
 
     Attributes:
-        sparsity: fraction of weights zeroed, in [0, 1).
+        ratio: fraction of weights zeroed (the sparsity), in [0, 1).
         scope: ``"layer"`` (each layer reaches ``sparsity``) or ``"global"`` (one threshold over all layers).
-        per_layer: ``{module name or regex: sparsity}`` overrides (layer scope; under global scope, the matching
+        per_layer: ``{module name or regex: ratio}`` overrides (layer scope; under global scope, the matching
             layers are pruned layer-wise and left out of the global ranking).
         ignore: module names or regexes left dense.
 
     Example:
-        >>> MagnitudePruning(sparsity=0.9, scope="global").scope
+        >>> MagnitudePruneConfig(ratio=0.9, scope="global").scope
         'global'
     """
 
-    sparsity: float = 0.5
+    config_version = 2  # version 1 called the ratio "sparsity"
+    ratio: float = 0.5
     scope: str = "global"
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
     ignore: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True, hint="use sparsity=0.9 to zero 90% of weights")
+        check_range("ratio", self.ratio, 0.0, 1.0, high_open=True, hint="use ratio=0.9 to zero 90% of weights")
         check_choice("scope", self.scope, ("layer", "global"))
         for name, s in self.per_layer.items():
             check_range(f"per_layer[{name!r}]", s, 0.0, 1.0, high_open=True)
 
+    def describe(self) -> str:
+        return f"prune magnitude {self.ratio:.0%}"
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        return rename_fields(cls, data, {"sparsity": "ratio"})
+
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
-    return any(name == p or re.fullmatch(p, name) for p in patterns)
+    return any(name_matches(name, p) for p in patterns)
 
 
 def prunable_weights(model: nn.Module, ignore: Sequence[str] = ()) -> dict[str, nn.Parameter]:
@@ -92,12 +96,12 @@ def _topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
-def magnitude_masks(model: nn.Module, config: MagnitudePruning) -> Masks:
+def magnitude_masks(model: nn.Module, config: MagnitudePruneConfig) -> Masks:
     """Masks that keep the largest ``|w|`` (pure: the model is not changed).
 
     Example:
         >>> m = nn.Linear(4, 1); _ = m.weight.data.copy_(torch.tensor([[1.0, -4.0, 2.0, 3.0]]))
-        >>> magnitude_masks(m, MagnitudePruning(sparsity=0.5))[""].int().tolist()
+        >>> magnitude_masks(m, MagnitudePruneConfig(ratio=0.5))[""].int().tolist()
         [[0, 1, 0, 1]]
     """
     weights = prunable_weights(model, config.ignore)
@@ -106,18 +110,15 @@ def magnitude_masks(model: nn.Module, config: MagnitudePruning) -> Masks:
     masks: Masks = {}
     ranked = {}
     for name, w in weights.items():
-        own = None
-        for pattern, s in config.per_layer.items():
-            if _matches(name, [pattern]):
-                own = s
+        own = last_match(name, config.per_layer)
         if config.scope == "layer" or own is not None:
-            s = config.sparsity if own is None else own
+            s = config.ratio if own is None else own
             masks[name] = _topk_mask(w.detach().abs(), round(w.numel() * (1 - s)))
         else:
             ranked[name] = w
     if ranked:
         flat = torch.cat([w.detach().abs().flatten() for w in ranked.values()])
-        keep = _topk_mask(flat, round(flat.numel() * (1 - config.sparsity)))
+        keep = _topk_mask(flat, round(flat.numel() * (1 - config.ratio)))
         offset = 0
         for name, w in ranked.items():
             masks[name] = keep[offset : offset + w.numel()].view_as(w).clone()
@@ -176,18 +177,18 @@ class KeepSparsity(Callback):
     def __init__(self, masks: Mapping[str, torch.Tensor] | None = None) -> None:
         self.masks: Masks = {k: v.bool() for k, v in (masks or {}).items()}
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         if not self.masks:
             self.masks = masks_from_zeros(trainer.model)
         apply_masks_(trainer.model, self.masks)
 
-    def on_after_backward(self, trainer: Trainer) -> None:
+    def on_after_backward(self, trainer: TrainerView) -> None:
         for name, mask in self.masks.items():
             w = trainer.model.get_submodule(name).weight
             if w.grad is not None:
                 w.grad.mul_(mask.to(w.grad.dtype))
 
-    def on_batch_end(self, trainer: Trainer, batch, loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch, loss: float) -> None:
         apply_masks_(trainer.model, self.masks)
 
     def state_dict(self) -> dict[str, Any]:
@@ -214,23 +215,23 @@ def cubic_sparsity(step: int, *, final: float, start: int, end: int, initial: fl
 
 
 class GradualMagnitudePruning(KeepSparsity):
-    """Raises sparsity from ``initial`` to ``config.sparsity`` during training on the cubic schedule, re-ranking
+    """Raises sparsity from ``initial`` to ``config.ratio`` during training on the cubic schedule, re-ranking
     weights by magnitude every ``every`` steps and keeping the masks in between.
 
     Args:
-        config: the target (:class:`MagnitudePruning`).
+        config: the target (:class:`MagnitudePruneConfig`).
         start_fraction, end_fraction: where the ramp starts and ends, as fractions of all training steps.
         every: steps between mask updates.
         initial: sparsity at the start of the ramp.
 
     Example:
-        >>> GradualMagnitudePruning(MagnitudePruning(sparsity=0.8), every=10).every
+        >>> GradualMagnitudePruning(MagnitudePruneConfig(ratio=0.8), every=10).every
         10
     """
 
     def __init__(
         self,
-        config: MagnitudePruning,
+        config: MagnitudePruneConfig,
         *,
         start_fraction: float = 0.0,
         end_fraction: float = 0.75,
@@ -246,27 +247,27 @@ class GradualMagnitudePruning(KeepSparsity):
         self.every, self.initial = every, initial
         self.current = initial
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         if not self.masks:
             weights = prunable_weights(trainer.model, self.config.ignore)
             self.masks = {k: torch.ones_like(w, dtype=torch.bool) for k, w in weights.items()}
             self._update(trainer)
 
-    def _update(self, trainer: Trainer) -> None:
+    def _update(self, trainer: TrainerView) -> None:
         total = max(trainer.total_steps, 1)
         target = cubic_sparsity(
             trainer.step,
-            final=self.config.sparsity,
+            final=self.config.ratio,
             start=round(self.start_fraction * total),
             end=round(self.end_fraction * total),
             initial=self.initial,
         )
         if target > 0:
-            self.masks = magnitude_masks(trainer.model, self.config.replace(sparsity=target))
+            self.masks = magnitude_masks(trainer.model, self.config.replace(ratio=target))
             apply_masks_(trainer.model, self.masks)
         self.current = target
 
-    def on_batch_end(self, trainer: Trainer, batch, loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch, loss: float) -> None:
         if trainer.step % self.every == 0:
             self._update(trainer)
         else:

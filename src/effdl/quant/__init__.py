@@ -26,7 +26,7 @@ from effdl.quant.config import RUNTIMES, Int8Config, QuantConfig
 from effdl.quant.fold import fold_batchnorm_, fold_bn_weights
 from effdl.quant.int8 import Int8Model, available_runtimes, convert_int8, load_int8
 from effdl.quant.integer import IntegerEngine, LayerAccumulatorStats, QTensor
-from effdl.quant.mixed import MixedPrecisionResult, allocate_bits, mixed_precision
+from effdl.quant.mixed import MixedPrecisionResult, allocate_bits, mixed_precision, mixed_precision_config
 from effdl.quant.modules import (
     QUANT_LAYERS,
     Accumulator,
@@ -77,6 +77,7 @@ __all__ = [
     "freeze_",
     "load_int8",
     "mixed_precision",
+    "mixed_precision_config",
     "prepare_",
     "quantize_",
     "quantized_layers",

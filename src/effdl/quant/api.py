@@ -13,9 +13,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from effdl.core.config import name_matches
 from effdl.core.errors import ConfigError, ShapeError, UnsupportedError
+from effdl.core.modules import swap_module_
 from effdl.core.report import ModelSummary, Report
+from effdl.core.transform import TransformContext, apply_, register_transform
 from effdl.measure.profiler import profile
+from effdl.measure.summary import SIZE_ESTIMATORS
 from effdl.models.base import check_example_inputs
+from effdl.models.structure import register_structure
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
 from effdl.quant.modules import QUANT_LAYERS, Accumulator, FakeQuantizer, QuantLayer
@@ -26,6 +30,7 @@ __all__ = [
     "dequantize_",
     "freeze_",
     "prepare_",
+    "quantization_config",
     "quantize_",
     "quantized_layers",
     "quantized_size_bytes",
@@ -38,11 +43,6 @@ log = logging.getLogger(__name__)
 def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
     """The fake-quantized layers of ``model`` by module name."""
     return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}
-
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
@@ -87,7 +87,9 @@ def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
         acc = None
         if config.accumulator_bits is not None:
             acc = Accumulator(config.accumulator_bits, mode=config.accumulator_mode, cyclic=config.cyclic)
-        _set(model, name, qtype.from_float(module, weight_quant=wq, input_quant=iq, accumulator=acc))
+        layer = qtype.from_float(module, weight_quant=wq, input_quant=iq, accumulator=acc)
+        layer.source_config = config.to_dict()  # what made it: a checkpoint records it to rebuild the model
+        swap_module_(model, name, layer)
         done.append(name)
     if not done:
         raise UnsupportedError(
@@ -167,27 +169,65 @@ def calibrate(model: nn.Module, data: Any, *, batches: int = 8) -> int:
 
 
 def restore_quantized_(model: nn.Module, config: QuantConfig | dict) -> None:
-    """Turns a float model into the quantized model ``config`` describes, ready for ``load_state_dict`` of a saved
-    quantized state (learned LSQ scales included). :func:`~effdl.models.load_model` calls it for quantized
-    checkpoints.
+    """Turns a freshly built float model into the quantized model ``config`` describes, ready for
+    ``load_state_dict`` of a saved quantized state (learned LSQ scales included): BatchNorm layers are replaced
+    the way folding replaces them, without computing the fold (the saved weights overwrite it).
+    :func:`~effdl.models.load_model` calls it for quantized checkpoints.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 2))
         >>> _ = quantize_(m, QuantConfig(bits_w=4, bits_a=4, lsq=True), example_inputs=torch.randn(8, 4))
         >>> fresh = nn.Sequential(nn.Linear(4, 2))
-        >>> restore_quantized_(fresh, m.effdl_quantization)
+        >>> restore_quantized_(fresh, quantization_config(m))
         >>> _ = fresh.load_state_dict(m.state_dict())
         >>> x = torch.randn(3, 4)
         >>> torch.equal(fresh.eval()(x), m.eval()(x))
         True
     """
     config = QuantConfig.from_dict(config) if isinstance(config, dict) else config
-    prepare_(model, config)
+    if config.fold_bn:
+        fold_batchnorm_(model, structure_only=True)
+    prepare_(model, config.replace(fold_bn=False))
+    for layer in quantized_layers(model).values():
+        layer.source_config = config.to_dict()
     if config.lsq:
         for q in model.modules():
             if isinstance(q, FakeQuantizer):
                 q.make_learnable(uncalibrated=True)
-    model.effdl_quantization = config.to_dict()
+
+
+def quantization_config(model: nn.Module) -> QuantConfig | None:
+    """The :class:`QuantConfig` that made ``model``'s fake-quantized layers (None for a float model).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 2))
+        >>> _ = prepare_(m, QuantConfig(bits_w=4, bits_a=None))
+        >>> quantization_config(m).bits_w
+        4
+    """
+    for layer in quantized_layers(model).values():
+        source = getattr(layer, "source_config", None)
+        if source is not None:
+            return QuantConfig.from_dict(source)
+    return None
+
+
+def _describe(model: nn.Module, reference: nn.Module | None) -> dict[str, Any] | None:
+    config = quantization_config(model)
+    return None if config is None else {"config": config.to_dict()}
+
+
+def _packed_size(model: nn.Module) -> int | None:
+    return quantized_size_bytes(model) if quantized_layers(model) else None
+
+
+SIZE_ESTIMATORS.append(_packed_size)  # reports count a fake-quant model's weights at their bit width
+
+# fake-quantized layers replace Conv/Linear (and folding removes BatchNorm): a fresh model is prepared the same way
+register_structure(
+    "fake-quant", describe=_describe, restore=lambda model, record: restore_quantized_(model, record["config"]),
+    order=30,
+)  # fmt: skip
 
 
 def freeze_(model: nn.Module, frozen: bool = True) -> None:
@@ -201,7 +241,7 @@ def dequantize_(model: nn.Module) -> list[str]:
     """Turns every fake-quantized layer back into its float layer (weights kept as trained). Returns their names."""
     names = list(quantized_layers(model))
     for name in names:
-        _set(model, name, model.get_submodule(name).to_float())
+        swap_module_(model, name, model.get_submodule(name).to_float())
     return names
 
 
@@ -283,14 +323,23 @@ def quantize_(
             f"quantize_ takes a QuantConfig, got {type(config).__name__}; for real int8 execution call "
             "convert_int8(model, Int8Config(...), example_inputs=..., data=...)"
         )
+    return apply_(
+        model, config, example_inputs=example_inputs, data=data, options={"calibration_batches": calibration_batches}
+    )
+
+
+@register_transform(QuantConfig)
+def _fake_quant(model: nn.Module, config: QuantConfig, context: TransformContext) -> Report:
+    example_inputs = context.example_inputs
     if not isinstance(example_inputs, torch.Tensor):
         raise ShapeError(
             "quantize_ needs example_inputs, a batch tensor the model accepts (e.g. data.example_inputs())"
         )
     check_example_inputs(model, example_inputs, caller="quantize_")
+    data = context.data
+    calibration_batches = context.options.get("calibration_batches", 8)
     before = _summary(model, example_inputs)
     names = prepare_(model, config)
-    model.effdl_quantization = config.to_dict()  # save_model records it, so load_model can rebuild the layers
     used = calibrate(model, data if data is not None else [example_inputs], batches=calibration_batches)
     if config.lsq:
         for q in model.modules():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from effdl.core.config import Config, check_choice, check_range, name_matches
+from effdl.core.config import Config, check_choice, check_range, last_match
 from effdl.core.errors import ConfigError
 from effdl.quant.math import check_bits
 from effdl.quant.observers import OBSERVERS
@@ -75,13 +75,14 @@ class QuantConfig(Config):
         if self.cyclic and self.accumulator_bits is None:
             raise ConfigError("cyclic=True needs accumulator_bits (e.g. accumulator_bits=8)")
 
+    def describe(self) -> str:
+        a = self.bits_a if self.bits_a is not None else 32
+        mixed = " mixed" if self.per_layer else ""
+        return f"fake-quant W{self.bits_w}A{a}{mixed}" + (" LSQ" if self.lsq else "")
+
     def bits_for(self, name: str) -> int:
         """Weight bits of module ``name`` (the last matching ``per_layer`` entry wins)."""
-        bits = self.bits_w
-        for pattern, b in self.per_layer.items():
-            if name_matches(name, pattern):
-                bits = b
-        return bits
+        return last_match(name, self.per_layer, self.bits_w)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -106,6 +107,9 @@ class Int8Config(Config):
     calibration_batches: int = 8
     observer: str = "minmax"
     per_channel: bool = True
+
+    def describe(self) -> str:
+        return f"int8 ({self.runtime})"
 
     def validate(self) -> None:
         check_choice("runtime", self.runtime, RUNTIMES)

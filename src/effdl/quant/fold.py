@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import UnsupportedError
+from effdl.core.modules import swap_module_
 
 __all__ = ["fold_batchnorm_", "fold_bn_weights"]
 
@@ -67,9 +68,12 @@ def _pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def fold_batchnorm_(model: nn.Module) -> list[tuple[str, str]]:
+def fold_batchnorm_(model: nn.Module, *, structure_only: bool = False) -> list[tuple[str, str]]:
     """Folds every BatchNorm that directly follows a Conv or Linear layer (and is its only consumer) into that
     layer, and replaces the BatchNorm with ``nn.Identity``. The model must be in eval mode for the result to match.
+
+    With ``structure_only=True`` only the structure changes (BatchNorm -> Identity, a bias where there was none),
+    for a fresh model about to load the weights of a folded one.
 
     Returns:
         The folded ``(layer, batchnorm)`` module names.
@@ -84,13 +88,17 @@ def fold_batchnorm_(model: nn.Module) -> list[tuple[str, str]]:
     pairs = _pairs(model)
     for layer_name, bn_name in pairs:
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
-        w, b = fold_bn_weights(layer.weight, layer.bias, bn)
-        layer.weight.copy_(w)
-        if layer.bias is None:
-            layer.bias = nn.Parameter(b.detach().clone())
+        if structure_only:
+            if layer.bias is None:
+                out = layer.weight.shape[0]
+                layer.bias = nn.Parameter(layer.weight.new_zeros(out))
         else:
-            layer.bias.copy_(b)
-        parent_name, _, child = bn_name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+            w, b = fold_bn_weights(layer.weight, layer.bias, bn)
+            layer.weight.copy_(w)
+            if layer.bias is None:
+                layer.bias = nn.Parameter(b.detach().clone())
+            else:
+                layer.bias.copy_(b)
+        swap_module_(model, bn_name, nn.Identity())
     log.info("folded %d BatchNorm layers", len(pairs))
     return pairs

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,12 @@ from torch import nn
 from effdl.core.checkpoint import load_checkpoint, save_checkpoint
 from effdl.core.errors import CheckpointError, ConfigError, UnsupportedError
 from effdl.core.io import atomic_write_bytes, atomic_write_json
+from effdl.core.report import Report
+from effdl.core.transform import Applied, TransformContext, register_transform
+from effdl.measure.profiler import profile
+from effdl.models.base import check_example_inputs, model_spec
+from effdl.models.checkpoint import checkpoint_structure, model_from_spec, structure_records
+from effdl.models.structure import restore_structure_
 from effdl.quant.api import calibration_inputs
 from effdl.quant.config import Int8Config
 
@@ -361,18 +368,13 @@ def convert_int8(
         )
     model = model.eval()
     calib = data if data is not None else [example_inputs]
-    from effdl.models.base import model_spec
-
     meta = {
         "config": config.to_dict(),
         "spec": model_spec(model),
-        "structure": getattr(model, "effdl_structure", None),
-        "factorization": getattr(model, "effdl_factorization", None),
+        "structure": structure_records(model),  # how load_int8 rebuilds the float model it was made from
         "input_shape": list(example_inputs.shape[1:]),
         "threads": threads,
     }
-    if meta["structure"] == "pruned":
-        meta["float_shapes"] = {k: list(v.shape) for k, v in model.state_dict().items()}
     built: dict[str, Int8Model] = {}
     for runtime in runtimes:
         if runtime == "torch-ao":
@@ -394,6 +396,24 @@ def convert_int8(
     if times[best] > times["fp32"]:
         log.warning("at batch %d every int8 runtime was slower than fp32 (%s)", n, times)
     return chosen
+
+
+@register_transform(Int8Config, in_place=False)
+def _int8(model: nn.Module, config: Int8Config, context: TransformContext) -> Applied:
+    """Real int8: a new :class:`Int8Model`; the float model is left as it was."""
+    check_example_inputs(model, context.example_inputs, caller="convert_int8")
+    before = profile(model, context.example_inputs, latency=False).summary()
+    q = convert_int8(
+        model,
+        config,
+        example_inputs=context.example_inputs,
+        data=context.data,
+        batch_size=context.batch_size,
+        threads=context.threads,
+    )
+    after = dataclasses.replace(before, size_bytes=q.size_bytes())  # the same MACs, done in int8
+    details = {"method": "int8", "runtime": q.runtime, "runtime_selection_ms": q.selection}
+    return Applied(q, Report(command="int8", before=before, after=after, config=config.to_dict(), details=details))
 
 
 def load_int8(path: str | os.PathLike, *, model: nn.Module | None = None, threads: int | None = None) -> Int8Model:
@@ -449,9 +469,6 @@ def _float_model(meta: dict[str, Any], path: Path) -> nn.Module:
             f"{path} holds no model spec (the model was not built from effdl's registry); pass the float "
             "architecture: load_int8(path, model=MyModel())"
         )
-    from effdl.models.checkpoint import model_from_spec, restore_structure_
-
     model = model_from_spec(spec)
-    shapes = {k: torch.empty(v) for k, v in meta.get("float_shapes", {}).items()}
-    restore_structure_(model, meta, shapes)
+    restore_structure_(model, checkpoint_structure(meta))
     return model.eval()

@@ -239,7 +239,7 @@ class IntegerEngine:
             acc = torch.where(acc.abs() <= half // 2, acc, torch.sign(acc) * (half - acc.abs()))
         return QTensor(acc, s.float() if s.dim() == 0 else s, torch.zeros((), dtype=torch.long), axis)
 
-    def table(self) -> str:
+    def to_table(self) -> str:
         """Per-layer accumulator statistics as a table."""
         rows = [[st.layer, st.max_abs, st.bits_needed, f"{100 * st.overflow_rate:.3f}%"] for st in self.stats.values()]
         headers = ["layer", "max |acc|", "bits needed", f"overflow at {self.accumulator_bits} bits"]

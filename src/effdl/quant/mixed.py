@@ -25,18 +25,19 @@ from torch import nn
 
 from effdl.core.config import check_choice, check_range, name_matches
 from effdl.core.errors import ConfigError
+from effdl.core.modules import swap_module_
 from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
 from effdl.measure.curvature import hessian_trace
 from effdl.measure.evaluation import evaluate
 from effdl.measure.macs import module_macs
-from effdl.quant.api import _batches, _set
+from effdl.quant.api import _batches
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
 from effdl.quant.math import check_bits
 from effdl.quant.modules import QUANT_LAYERS, FakeQuantizer
 
-__all__ = ["MixedPrecisionResult", "allocate_bits", "mixed_precision"]
+__all__ = ["MixedPrecisionResult", "allocate_bits", "mixed_precision", "mixed_precision_config"]
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,12 @@ class MixedPrecisionResult:
         total = sum(w[n] for n in self.layers)
         return sum(w[n] * self.bits[n] for n in self.layers) / max(total, 1)
 
-    def to_config(self, *, bits_a: int | None = 8, **overrides: Any) -> QuantConfig:
-        """A :class:`QuantConfig` with this allocation as ``per_layer`` weight bits."""
-        default = max(self.bits.values())
-        return QuantConfig(bits_w=default, bits_a=bits_a, per_layer=dict(self.bits), **overrides)
+    def to_config(self, base: QuantConfig | None = None) -> QuantConfig:
+        """``base`` (default: a plain :class:`QuantConfig`) with this allocation as ``per_layer`` weight bits (and
+        the widest of them as ``bits_w``); every other setting of ``base`` is kept."""
+        return (base or QuantConfig()).replace(bits_w=max(self.bits.values()), per_layer=dict(self.bits))
 
-    def table(self) -> str:
+    def to_table(self) -> str:
         """Layers with their weights, MACs, sensitivity per option and chosen bits."""
         options = sorted({b for s in self.scores.values() for b in s})
         unit = "acc drop" if self.criterion == "accuracy" else "HAWQ"
@@ -193,7 +194,7 @@ def mixed_precision(
     progress: bool = False,
 ) -> MixedPrecisionResult:
     """Measures each layer's sensitivity and allocates weight bits under ``budget`` average bits. ``model`` is
-    not changed; apply the result with ``quantize_(model, result.to_config(bits_a=8), ...)``.
+    not changed; apply the result with ``quantize_(model, result.to_config(QuantConfig(bits_a=8)), ...)``.
 
     Args:
         model: a trained float model.
@@ -245,7 +246,7 @@ def mixed_precision(
             for b in bits_options:
                 trial = copy.deepcopy(base)
                 layer = trial.get_submodule(n)
-                _set(
+                swap_module_(
                     trial,
                     n,
                     QUANT_LAYERS[type(layer)].from_float(layer, weight_quant=FakeQuantizer(b, signed=True, axis=0)),
@@ -267,3 +268,24 @@ def mixed_precision(
     result = MixedPrecisionResult(layers, params, macs, scores, bits, budget, kind, criterion, baseline, traces)
     log.info("mixed precision: %s (average %.2f bits)", bits, result.average_bits())
     return result
+
+
+def mixed_precision_config(
+    model: nn.Module, data: Any, config: QuantConfig, budget: float, *, example_inputs: torch.Tensor
+) -> tuple[QuantConfig, MixedPrecisionResult]:
+    """Allocates per-layer weight bits under ``budget`` average bits (:func:`mixed_precision`, on ``data.test``)
+    and returns ``config`` with that allocation, every other setting kept (activation bits, observer, LSQ,
+    accumulator, per-channel, ...), and the allocation.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)).eval()
+        >>> data = [(torch.randn(32, 8), torch.randint(0, 2, (32,)))]
+        >>> class Splits:
+        ...     test = torch.utils.data.TensorDataset(*data[0])
+        >>> cfg, _ = mixed_precision_config(m, Splits(), QuantConfig(accumulator_bits=16), 4.0,
+        ...                                 example_inputs=data[0][0])
+        >>> cfg.accumulator_bits, sorted(cfg.per_layer)
+        (16, ['0', '2'])
+    """
+    result = mixed_precision(model, data.test, example_inputs=example_inputs, budget=budget, ignore=config.ignore)
+    return result.to_config(config), result

@@ -7,17 +7,14 @@ QAT itself needs no callback: :func:`~effdl.quant.quantize_` swaps in fake-quant
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from effdl.core.callback import Callback
+from effdl.core.callback import Callback, TrainerView
 from effdl.core.config import check_range
 from effdl.quant.api import freeze_
 from effdl.quant.modules import Accumulator
-
-if TYPE_CHECKING:
-    from effdl.train.loop import Trainer
 
 __all__ = ["FreezeQuantizers", "OverflowPenalty"]
 
@@ -39,7 +36,7 @@ class OverflowPenalty(Callback):
         check_range("weight", weight, 0.0, hint="use weight=10")
         self.weight = weight
 
-    def on_loss(self, trainer: Trainer, batch, outputs: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    def on_loss(self, trainer: TrainerView, batch, outputs: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         penalties = [m.penalty for m in trainer.model.modules() if isinstance(m, Accumulator) and m.penalty is not None]
         if not penalties or self.weight == 0:
             return loss
@@ -59,7 +56,7 @@ class FreezeQuantizers(Callback):
         check_range("epoch", epoch, 0, hint="use epoch=0 to freeze from the start")
         self.epoch = epoch
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         freeze_(trainer.model, epoch >= self.epoch)
 
     def state_dict(self) -> dict[str, Any]:

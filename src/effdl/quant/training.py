@@ -16,17 +16,14 @@ parameters stay in float, as in the paper.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from effdl.core.callback import Callback
+from effdl.core.callback import Callback, TrainerView
 from effdl.core.config import check_choice
 from effdl.quant.math import check_bits, dequantize, qrange, quantize
-
-if TYPE_CHECKING:
-    from effdl.train.loop import Trainer
 
 __all__ = ["TRAINING_METHODS", "QuantizedWeightTraining"]
 
@@ -70,7 +67,7 @@ class QuantizedWeightTraining(Callback):
         return dequantize(q, scale, zero)
 
     @torch.no_grad()
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         weights = self._weights(trainer.model)
         if not self.scales:  # a fresh run (a resumed one restored its scales and shadows)
             for name, w in weights.items():
@@ -83,12 +80,12 @@ class QuantizedWeightTraining(Callback):
             w.copy_(self._quantize(src, self.scales[name], stochastic=False))
 
     @torch.no_grad()
-    def on_after_backward(self, trainer: Trainer) -> None:
+    def on_after_backward(self, trainer: TrainerView) -> None:
         if self.method == "binaryconnect":
             self._before = {n: w.detach().clone() for n, w in self._weights(trainer.model).items()}
 
     @torch.no_grad()
-    def on_batch_end(self, trainer: Trainer, batch, loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch, loss: float) -> None:
         for name, w in self._weights(trainer.model).items():
             scale = self.scales[name]
             if self.method == "binaryconnect":

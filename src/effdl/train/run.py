@@ -13,15 +13,14 @@ from torch import nn
 from effdl.core.report import Report
 from effdl.core.seed import seed_everything
 from effdl.data.base import DatasetSplits, get_dataset
-from effdl.measure.evaluation import evaluate
-from effdl.measure.profiler import profile
+from effdl.measure.summary import MeasureConfig, summarize
 from effdl.models.base import MODELS, create_model, model_spec
 from effdl.models.checkpoint import save_model
 from effdl.train.callbacks import Callback, CSVLogger, TensorBoardLogger
 from effdl.train.config import TrainConfig
 from effdl.train.loop import Trainer
 
-__all__ = ["TrainOutcome", "default_train_config", "summarize", "train_model"]
+__all__ = ["TrainOutcome", "default_train_config", "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +45,6 @@ def default_train_config(model: str, **overrides: Any) -> TrainConfig:
     """
     defaults = MODELS.entry(model).meta["train_defaults"] if model in MODELS else {}
     return TrainConfig.from_dict({**defaults, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def summarize(
-    model: nn.Module,
-    data: DatasetSplits,
-    *,
-    batch_size: int = 1,
-    threads: int | None = None,
-    repeats: int = 50,
-):
-    """Test accuracy/loss plus the profile of ``model`` at ``batch_size``: ``(ModelSummary, Profile)``.
-
-    Example:
-        >>> from effdl.data import get_dataset
-        >>> s, p = summarize(create_model("test_mlp"), get_dataset("mnist1d"), repeats=2)
-        >>> s.params == p.params and 0.0 <= s.accuracy <= 1.0
-        True
-    """
-    metrics = evaluate(model, data.test)
-    prof = profile(model, data.example_inputs(batch_size), threads=threads, repeats=repeats)
-    return prof.summary(accuracy=metrics["accuracy"], loss=metrics["loss"]), prof
 
 
 def train_model(
@@ -136,7 +114,7 @@ def train_model(
     )
     if not trainer.is_main:  # under torchrun only rank 0 measures and writes (timings would contend otherwise)
         return TrainOutcome(model=net, report=report, history=result.history)
-    report.summary, prof = summarize(net, splits, batch_size=profile_batch_size, threads=threads)
+    report.summary, prof = summarize(net, splits, MeasureConfig(batch_size=profile_batch_size, threads=threads))
     report.details["profile"] = prof.to_dict()
     if out_dir is not None:
         out = Path(out_dir)

@@ -124,7 +124,7 @@ class Comparison:
 
     Example:
         >>> c = Comparison(curves=[Curve("ista", [-1.0, -2.0], 0), Curve("alista", [-5.0, -9.0], 32)], samples=8)
-        >>> print(c.table())
+        >>> print(c.to_table())
         | solver | params | NMSE@1 (dB) | NMSE@2 (dB) | dB/layer | train (s) |
         |:-------|-------:|------------:|------------:|---------:|----------:|
         | ista   |      0 |        -1.0 |        -2.0 |        - |         - |
@@ -144,7 +144,7 @@ class Comparison:
             f"no solver called {name!r} in this comparison; have {', '.join(c.name for c in self.curves)}"
         )
 
-    def table(self, columns: Sequence[int] | None = None) -> str:
+    def to_table(self, columns: Sequence[int] | None = None) -> str:
         """A table of NMSE at some layers (default: 1, 4, 8, 12, 16, or every layer up to 4), size and time."""
         depth = max(len(c.nmse_db) for c in self.curves)
         if columns is None:
