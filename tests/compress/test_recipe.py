@@ -61,7 +61,7 @@ def test_every_registered_config_round_trips_through_yaml():
         text = yaml.safe_dump(config.to_dict())
         assert Config.from_dict(yaml.safe_load(text)) == config, tag
         checked += 1
-    assert checked >= 15
+    assert checked >= 12
 
 
 @pytest.mark.parametrize("name", ["default", "aggressive", "factorize", "qat-w4a4"])

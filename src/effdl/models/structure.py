@@ -91,6 +91,9 @@ def restore_structure_(model: nn.Module, records: list[dict[str, Any]]) -> None:
                 f"the checkpoint records a structure of kind {name!r}, which this effdl does not know (known kinds: "
                 f"{', '.join(kinds) or '(none)'}); it was written by another effdl version"
             )
+    order = list(kinds)
+    for record in sorted(records, key=lambda r: order.index(r["kind"])):  # the registered order, whatever wrote them
+        name = record["kind"]
         try:
             kinds[name].restore(model, {k: v for k, v in record.items() if k != "kind"})
         except (ConfigError, KeyError, AttributeError, TypeError, ValueError) as exc:

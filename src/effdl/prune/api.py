@@ -133,12 +133,16 @@ def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str,
     if reference is None:
         return {"shapes": {k: list(v.shape) for k, v in own.items()}}
     ref = reference.state_dict()
-    changed = {k: list(v.shape) for k, v in own.items() if k in ref and tuple(ref[k].shape) != tuple(v.shape)}
+    changed = {
+        k: list(v.shape) for k, v in own.items() if k in ref and ref[k].numel() > 0 and ref[k].shape != v.shape
+    }
     return {"shapes": changed} if changed else None
 
 
 def _restore_shapes(model: nn.Module, record: dict[str, Any]) -> None:
-    resize_to_state_dict_(model, {k: torch.empty(v) for k, v in record["shapes"].items()})
+    own = model.state_dict()  # empty tensors (quantizer statistics) are sized when the weights load
+    shapes = {k: torch.empty(v) for k, v in record["shapes"].items() if k in own and own[k].numel() > 0}
+    resize_to_state_dict_(model, shapes)
 
 
 # after physical channel removal the tensors are smaller than the spec's: a fresh model is resized to the checkpoint

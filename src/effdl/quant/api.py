@@ -223,10 +223,11 @@ def _packed_size(model: nn.Module) -> int | None:
 
 SIZE_ESTIMATORS.append(_packed_size)  # reports count a fake-quant model's weights at their bit width
 
-# fake-quantized layers replace Conv/Linear (and folding removes BatchNorm): a fresh model is prepared the same way
+# fake-quantized layers replace Conv/Linear (and folding removes BatchNorm): a fresh model is prepared the same way,
+# before the tensors are resized to pruned shapes (a BatchNorm is folded while it still matches its layer's width)
 register_structure(
     "fake-quant", describe=_describe, restore=lambda model, record: restore_quantized_(model, record["config"]),
-    order=30,
+    order=15,
 )  # fmt: skip
 
 

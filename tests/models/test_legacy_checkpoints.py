@@ -1,0 +1,48 @@
+"""Checkpoints written before structure records (effdl checkpoint version 1, committed fixtures made by the previous
+code: pruned + factorized, pruned + QAT W4A4 with LSQ, pruned torch-ao int8) still load and compute what they did."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from effdl.core import read_metadata
+from effdl.factorize import factorized_layers
+from effdl.models import checkpoint_structure, load_model, save_model
+from effdl.quant import load_int8, quantized_layers
+
+FIXTURES = Path(__file__).with_name("fixtures")
+EXPECTED = load_file(FIXTURES / "v1-expected-outputs.safetensors")
+
+
+def test_v1_pruned_and_factorized_checkpoint_loads_and_matches():
+    model = load_model(FIXTURES / "v1-pruned-factorized.safetensors")
+    assert set(factorized_layers(model)) == {"features.3", "classifier"}
+    with torch.no_grad():
+        torch.testing.assert_close(model(EXPECTED["x"]), EXPECTED["pruned_factorized"], atol=0, rtol=0)
+
+
+def test_v1_quantized_checkpoint_loads_and_matches_and_resaves_in_the_new_format(tmp_path):
+    model = load_model(FIXTURES / "v1-pruned-qat-w4a4.safetensors")
+    assert {m.weight_quant.bits for m in quantized_layers(model).values()} == {4}
+    with torch.no_grad():
+        torch.testing.assert_close(model(EXPECTED["x"]), EXPECTED["pruned_qat"], atol=0, rtol=0)
+    path = save_model(model, tmp_path / "new.safetensors")
+    assert [r["kind"] for r in read_metadata(path)["structure"]] == ["fake-quant", "shapes"]
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(EXPECTED["x"]), EXPECTED["pruned_qat"], atol=0, rtol=0)
+
+
+def test_v1_int8_model_loads_and_matches():
+    pytest.importorskip("torch.ao.quantization")
+    q = load_int8(FIXTURES / "v1-pruned-int8.safetensors")
+    torch.testing.assert_close(q(EXPECTED["x"]), EXPECTED["int8"], atol=0, rtol=0)
+
+
+def test_legacy_metadata_becomes_records():
+    meta = {"structure": "pruned", "float_shapes": {"fc.weight": [2, 3]}, "quantization": {"bits_w": 4}}
+    assert checkpoint_structure(meta) == [
+        {"kind": "shapes", "shapes": {"fc.weight": [2, 3]}},
+        {"kind": "fake-quant", "config": {"bits_w": 4}},
+    ]
