@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError, UnknownNameError, UnsupportedError
+from effdl.export import export_onnx
 from effdl.factorize import (
     LowRankConfig,
     energy_kept,
@@ -11,10 +12,10 @@ from effdl.factorize import (
     factorize_layer,
     singular_values,
 )
-from effdl.models import create_model, load_model, save_model
+from effdl.models import MODELS, create_model, load_model, save_model
 from effdl.prune import L1FilterPruneConfig, prune_
 
-ARCHS = ["test_mlp", "test_cnn1d", "test_cnn2d", "test_resnet", "test_vgg", "test_mobilenetv2", "test_vit"]
+ARCHS = [n for n in MODELS.names() if n.startswith("test_")]  # the contract: every registered model
 
 
 def _x(model, n=4):
@@ -29,7 +30,7 @@ def _full(conv="channel"):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("conv", ["channel", "tucker2"])
-def test_full_rank_reproduces_the_outputs(arch, conv):
+def test_full_rank_reproduces_the_outputs_reloads_and_exports(arch, conv, tmp_path):
     torch.manual_seed(0)
     model = create_model(arch).eval()
     x = _x(model)
@@ -38,6 +39,11 @@ def test_full_rank_reproduces_the_outputs(arch, conv):
     assert report.details["factorized"] > 0
     assert all(e > 1 - 1e-9 for row in report.details["layers"] for e in row["energy"])
     torch.testing.assert_close(model.eval()(x), ref, atol=1e-4, rtol=1e-4)
+    again = load_model(save_model(model, tmp_path / "f.safetensors"))
+    assert torch.equal(again(x), model(x))
+    if conv == "channel":  # one export per architecture is enough
+        pytest.importorskip("onnxruntime")
+        export_onnx(again, x, tmp_path / "f.onnx")  # checks onnxruntime's outputs against PyTorch's
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
+from effdl.core.modules import eval_mode
 from effdl.measure.curvature import hessian_trace
 
 __all__ = ["HessianOperator", "Spectrum", "hessian_spectrum", "hessian_trace_total"]
@@ -56,16 +57,12 @@ class HessianOperator:
             vs.append(v[offset : offset + p.numel()].view_as(p).to(p.dtype))
             offset += p.numel()
         out = torch.zeros(self.size, dtype=torch.float32)
-        was = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             for x, y in self.batches:
                 loss = self.loss_fn(self.model(x), y) * (len(y) / self.total)
                 grads = torch.autograd.grad(loss, self.params, create_graph=True)
                 hv = torch.autograd.grad(grads, self.params, grad_outputs=vs)
                 out += torch.cat([h.reshape(-1).float() for h in hv])
-        finally:
-            self.model.train(was)
         self.calls += 1
         return out
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import EffdlError, UnsupportedError
+from effdl.core.modules import eval_mode
 
 __all__ = ["OnnxModel", "export_onnx", "onnx_session", "run_onnx"]
 
@@ -64,43 +65,42 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [f"input{i}" for i in range(len(args))]
-    was = model.training
-    model.eval()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            expected = model(*args)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is deprecated
-            torch.onnx.export(
-                model,
-                args,
-                tmp,
-                input_names=names,
-                output_names=["output"],
-                dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
-                opset_version=opset,
-                dynamo=False,
-            )
-        if check:
-            got = run_onnx(tmp, *args)[0]
-            ref = (expected[0] if isinstance(expected, tuple | list) else expected).numpy()
-            if got.shape != ref.shape or not np.allclose(got, ref, atol=1e-4, rtol=1e-4):
-                raise UnsupportedError(
-                    f"onnxruntime's output differs from PyTorch's (max |diff| "
-                    f"{float(np.abs(got - ref).max()) if got.shape == ref.shape else 'shape ' + str(got.shape)}); "
-                    "the export is not faithful for this model"
+    with eval_mode(model):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            with torch.no_grad():
+                expected = model(*args)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is deprecated
+                torch.onnx.export(
+                    model,
+                    args,
+                    tmp,
+                    input_names=names,
+                    output_names=["output"],
+                    dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
+                    opset_version=opset,
+                    dynamo=False,
                 )
-        os.replace(tmp, path)
-    except UnsupportedError:
-        raise
-    except Exception as exc:
-        raise UnsupportedError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        model.train(was)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            if check:
+                got = run_onnx(tmp, *args)[0]
+                ref = (expected[0] if isinstance(expected, tuple | list) else expected).numpy()
+                if got.shape != ref.shape or not np.allclose(got, ref, atol=1e-4, rtol=1e-4):
+                    raise UnsupportedError(
+                        f"onnxruntime's output differs from PyTorch's (max |diff| "
+                        f"{float(np.abs(got - ref).max()) if got.shape == ref.shape else 'shape ' + str(got.shape)}); "
+                        "the export is not faithful for this model"
+                    )
+            os.replace(tmp, path)
+        except UnsupportedError:
+            raise
+        except Exception as exc:
+            message = f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {exc}"
+            raise UnsupportedError(message) from exc
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     log.info("exported %s to %s", type(model).__name__, path)
     return path
 

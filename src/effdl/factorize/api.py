@@ -11,7 +11,7 @@ from torch import nn
 
 from effdl.core.config import last_match, name_matches
 from effdl.core.errors import ConfigError, UnsupportedError
-from effdl.core.modules import swap_module_
+from effdl.core.modules import eval_mode, swap_module_
 from effdl.core.report import Report
 from effdl.core.transform import TransformContext, apply_, register_transform
 from effdl.factorize.config import LowRankConfig
@@ -184,11 +184,8 @@ def _positions(model: nn.Module, layers: dict[str, nn.Module], args: tuple) -> d
 
         hooks.append(module.register_forward_hook(hook))
     try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             model(*args)
-            model.train(was)
     finally:
         for h in hooks:
             h.remove()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import ConfigError
+from effdl.core.modules import eval_mode
 
 __all__ = ["hessian_trace"]
 
@@ -42,9 +43,7 @@ def hessian_trace(
     g = torch.Generator().manual_seed(seed)
     totals = dict.fromkeys(names, 0.0)
     count = 0  # examples
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for batch in batches:
             x, y = batch[0], batch[1]
             loss = loss_fn(model(x), y)
@@ -55,8 +54,6 @@ def hessian_trace(
                 for name, v, hv in zip(names, vs, hvs, strict=True):
                     totals[name] += len(y) * float((v * hv).sum())
             count += len(y)
-    finally:
-        model.train(was)
     if count == 0:
         raise ConfigError("hessian_trace got no batches; pass at least one (inputs, targets) batch")
     return {k: v / (count * samples) for k, v in totals.items()}

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from effdl.core.errors import ConfigError
+from effdl.core.modules import eval_mode
 
 __all__ = ["evaluate", "stack_batches"]
 
@@ -50,21 +51,16 @@ def evaluate(
         summed = lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum")  # noqa: E731
     else:
         summed = lambda out, y: loss_fn(out, y) * len(y)  # noqa: E731
-    was_training = model.training
-    model.eval()
     total_loss, correct, count, classify = 0.0, 0, 0, True
-    try:
-        with torch.no_grad():
-            for x, y in _batches(data, batch_size):
-                out = model(x)
-                total_loss += float(summed(out, y))
-                if classify and not y.dtype.is_floating_point and out.dim() == 2:
-                    correct += int((out.argmax(dim=1) == y).sum())
-                else:
-                    classify = False
-                count += len(y)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for x, y in _batches(data, batch_size):
+            out = model(x)
+            total_loss += float(summed(out, y))
+            if classify and not y.dtype.is_floating_point and out.dim() == 2:
+                correct += int((out.argmax(dim=1) == y).sum())
+            else:
+                classify = False
+            count += len(y)
     if count == 0:
         return {"loss": float("nan"), "accuracy": float("nan")}
     return {"loss": total_loss / count, "accuracy": correct / count if classify else float("nan")}

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from effdl.core.modules import eval_mode
+
 __all__ = ["count_macs", "module_macs"]
 
 
@@ -28,15 +30,10 @@ def module_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
 
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
-    was_training = model.training
-    model.eval()
-    try:
-        # with autograd on, fused inference fast paths (nn.MultiheadAttention, TransformerEncoderLayer) are skipped
-        # for their decomposed ops, whose MACs the counter knows
-        with torch.enable_grad(), counter:
-            model(*args)
-    finally:
-        model.train(was_training)
+    # with autograd on, fused inference fast paths (nn.MultiheadAttention, TransformerEncoderLayer) are skipped for
+    # their decomposed ops, whose MACs the counter knows
+    with eval_mode(model), torch.enable_grad(), counter:
+        model(*args)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     inclusive: dict[str, int] = defaultdict(int)

@@ -16,6 +16,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from effdl.core.modules import eval_mode
+
 __all__ = ["MemoryStats", "peak_forward_memory"]
 
 
@@ -95,13 +97,8 @@ def peak_forward_memory(model: nn.Module, example_inputs: Any) -> MemoryStats:
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     weights = _tensor_bytes([*model.parameters(), *model.buffers()])
     inputs = _tensor_bytes(tree_leaves(args))
-    was_training = model.training
-    model.eval()
     tracker = _AllocationTracker()
-    try:
-        with torch.no_grad(), tracker:
-            out = model(*args)
-            del out
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), tracker:
+        out = model(*args)
+        del out
     return MemoryStats(weights_bytes=weights, inputs_bytes=inputs, peak_activation_bytes=tracker.peak)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from effdl.core.modules import eval_mode
 from effdl.core.report import ModelSummary
 from effdl.core.table import format_table, human_bytes, human_count
 from effdl.measure.latency import LatencyStats, measure_latency, num_threads
@@ -233,13 +234,10 @@ def _output_shapes(model: nn.Module, args: tuple) -> dict[str, list[int]]:
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in _leaves(model)]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*args)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return shapes
@@ -264,9 +262,7 @@ def _layer_latency(
         return fn
 
     leaves = _leaves(model)
-    was_training = model.training
-    model.eval()
-    with num_threads(threads), torch.inference_mode():
+    with eval_mode(model), num_threads(threads), torch.inference_mode():
         for _ in range(warmup):
             model(*args)
         handles = [m.register_forward_pre_hook(pre(n)) for n, m in leaves]
@@ -277,5 +273,4 @@ def _layer_latency(
         finally:
             for h in handles:
                 h.remove()
-            model.train(was_training)
     return {name: statistics.median(v) for name, v in samples.items()}

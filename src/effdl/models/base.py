@@ -10,6 +10,7 @@ from torch import nn
 
 from effdl.core.config import check_options
 from effdl.core.errors import ConfigError, EffdlError, ShapeError
+from effdl.core.modules import eval_mode
 from effdl.core.registry import Registry
 
 __all__ = [
@@ -248,10 +249,8 @@ def check_example_inputs(model: nn.Module, example_inputs: Any, *, caller: str) 
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise ShapeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*args)
     except EffdlError:
         raise
@@ -261,6 +260,4 @@ def check_example_inputs(model: nn.Module, example_inputs: Any, *, caller: str) 
             f"{type(model).__name__} does not run on example_inputs of shape {shapes} ({type(exc).__name__}: {exc}); "
             "pass a batch the model accepts"
         ) from exc
-    finally:
-        model.train(was)
     return args

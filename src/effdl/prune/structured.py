@@ -15,6 +15,7 @@ from torch import nn
 
 from effdl.core.config import Config, check_choice, check_range
 from effdl.core.errors import ConfigError, UnsupportedError
+from effdl.core.modules import eval_mode
 from effdl.prune.criteria import CRITERIA
 from effdl.prune.graph import Channel, DependencyGraph, Group, build_dependency_graph
 from effdl.prune.surgery import PruningPlan, make_plan
@@ -127,20 +128,18 @@ def compute_scores(
         )
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     totals: dict[str, torch.Tensor] = {}
-    was = model.training
-    model.eval()  # BN statistics stay as they are; gradients are still exact for the eval-mode network
     n = 0
-    for batch in itertools.islice(iter(data), config.num_batches):
-        model.zero_grad(set_to_none=True)
-        loss_fn(model(batch[0]), batch[1]).backward()
-        tensors = _tensors(model)
-        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
-        for g in graph.groups:
-            s = fn(g, tensors, grads, generator)
-            totals[g.name] = totals.get(g.name, 0) + s
-        n += 1
+    with eval_mode(model):  # BN statistics stay as they are; gradients are still exact for the eval-mode network
+        for batch in itertools.islice(iter(data), config.num_batches):
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(batch[0]), batch[1]).backward()
+            tensors = _tensors(model)
+            grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+            for g in graph.groups:
+                s = fn(g, tensors, grads, generator)
+                totals[g.name] = totals.get(g.name, 0) + s
+            n += 1
     model.zero_grad(set_to_none=True)
-    model.train(was)
     if n == 0:
         raise ConfigError("data yielded no batches; pass a non-empty loader")
     return {k: v / n for k, v in totals.items()}

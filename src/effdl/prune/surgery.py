@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import CheckpointError, UnsupportedError
+from effdl.core.modules import eval_mode
 from effdl.prune.graph import Channel, Group, module_fixup
 
 __all__ = ["PruningPlan", "make_plan", "remove_channels_", "resize_to_state_dict_", "zero_channels_"]
@@ -108,11 +109,8 @@ def remove_channels_(model: nn.Module, plan: PruningPlan, example_inputs: Any = 
         _fix_attributes(model, old_modules, {module for module, _, _ in plan.removed})
         if example_inputs is not None:
             args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-            was = model.training
-            model.eval()
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 model(*args)
-            model.train(was)
     except Exception as exc:
         model.__dict__.update(backup.__dict__)  # restore: nothing is lost
         raise UnsupportedError(

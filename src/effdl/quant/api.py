@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from effdl.core.config import name_matches
 from effdl.core.errors import ConfigError, ShapeError, UnsupportedError
-from effdl.core.modules import swap_module_
+from effdl.core.modules import eval_mode, swap_module_
 from effdl.core.report import ModelSummary, Report
 from effdl.core.transform import TransformContext, apply_, register_transform
 from effdl.measure.profiler import profile
@@ -68,10 +68,8 @@ def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
                 f"{', '.join(t.__name__ for t in QUANT_LAYERS)} (remove the entry or name a Conv/Linear layer)"
             )
     if config.fold_bn:
-        was = model.training
-        model.eval()
-        fold_batchnorm_(model)
-        model.train(was)
+        with eval_mode(model):
+            fold_batchnorm_(model)
     done = []
     for name, module in list(model.named_modules()):
         qtype = QUANT_LAYERS.get(type(module))
@@ -152,19 +150,17 @@ def calibrate(model: nn.Module, data: Any, *, batches: int = 8) -> int:
     quantizers = [q for q in model.modules() if isinstance(q, FakeQuantizer)]
     if not quantizers:
         raise ConfigError("calibrate needs a quantized model; call quantize_ or prepare_ first")
-    was = model.training
-    model.eval()
     for q in quantizers:
         q.observing = True
     used = 0
     try:
-        for args in calibration_inputs(data, batches):
-            model(*args)
-            used += 1
+        with eval_mode(model):
+            for args in calibration_inputs(data, batches):
+                model(*args)
+                used += 1
     finally:
         for q in quantizers:
             q.observing = False
-        model.train(was)
     return used
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from effdl.core.errors import UnsupportedError
+from effdl.core.modules import eval_mode
 from effdl.prune.graph._functions import _flatten_values, _function_rule, _reshape, _shape
 from effdl.prune.graph._model import Channel, DependencyGraph, Group, Site
 from effdl.prune.graph._modules import _handler_for, _opaque_trace
@@ -87,12 +88,8 @@ def build_dependency_graph(
     def ignored(name: str) -> bool:
         return any(p.fullmatch(name) for p in patterns) or name in ignore
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         gm = _trace(model, args, ignored)
-    finally:
-        model.train(was_training)
     st = _State(model)
     values: dict[torch.fx.Node, Any] = {}
     used_modules: list[str] = []
