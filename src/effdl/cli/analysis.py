@@ -6,11 +6,10 @@ import argparse
 from pathlib import Path
 
 from effdl.analysis import LandscapeConfig, SharpnessConfig, landscape_report, sharpness_report
-from effdl.cli.common import add_data_args, checkpoint_dataset, data_options
+from effdl.cli.common import add_checkpoint_args, load_trained
 from effdl.core.errors import ConfigError
 from effdl.core.table import format_table
-from effdl.data import get_dataset
-from effdl.models import load_model, model_spec
+from effdl.models import load_model
 
 __all__ = ["add_landscape", "add_sharpness"]
 
@@ -23,18 +22,6 @@ def _span(text: str) -> tuple[float, float]:
     return low, high
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="trained model file (.safetensors)")
-    p.add_argument("--model", default=None, help="model name, for checkpoints without a saved spec")
-    add_data_args(p, default=None)
-    p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
-
-
-def _load(args: argparse.Namespace):
-    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
-    name = (model_spec(model) or {}).get("name", args.model or "model")
-    return model, data, name
 
 
 def add_landscape(sub) -> None:
@@ -49,7 +36,7 @@ def add_landscape(sub) -> None:
             "surface.npz/.json, the directions, plots and report.json into --out; --resume continues a killed run."
         ),
     )
-    _add_model_args(p)
+    add_checkpoint_args(p)
     p.add_argument("--dims", type=int, choices=(1, 2), default=None, help="1 or 2 (default 2; 1 with --interpolate)")
     p.add_argument("--resolution", type=int, default=21, help="grid points per axis (default 21; >= 2)")
     p.add_argument("--range", dest="xrange", type=_span, default=None, metavar="LOW,HIGH",
@@ -87,7 +74,7 @@ def _snapshot_files(items: list[str]) -> list[Path]:
 
 
 def _landscape(args: argparse.Namespace) -> int:
-    model, data, name = _load(args)
+    model, data, name = load_trained(args)
     dims = args.dims or (1 if args.interpolate else 2)
     default_x = (-0.5, 1.5) if args.interpolate else (-1.0, 1.0)
     config = LandscapeConfig(
@@ -154,7 +141,7 @@ def add_sharpness(sub) -> None:
             "the loss at the saved weights."
         ),
     )
-    _add_model_args(p)
+    add_checkpoint_args(p)
     p.add_argument("--split", default="train", help="data split (default train)")
     p.add_argument("--top-k", type=int, default=3, help="largest eigenvalues to report (default 3)")
     p.add_argument("--method", default="lanczos", choices=("lanczos", "power"), help="default lanczos")
@@ -182,7 +169,7 @@ def _sharpness(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    model, data, name = _load(args)
+    model, data, name = load_trained(args)
     report = sharpness_report(model, data, config, model_name=name, dataset=data.name)
     d = report.details
     rows = [

@@ -12,10 +12,11 @@ from pathlib import Path
 from effdl.cli.analysis import add_landscape as _add_landscape
 from effdl.cli.analysis import add_sharpness as _add_sharpness
 from effdl.cli.common import (
+    add_checkpoint_args,
     add_data_args,
     add_measure_args,
-    checkpoint_dataset,
     data_options,
+    load_trained,
     measure_config,
     parse_options,
     parse_shape,
@@ -160,19 +161,14 @@ def _add_eval(sub) -> None:
         help="evaluate a saved model",
         description=("Evaluate a checkpoint on a dataset's test split and profile it."),
     )
-    p.add_argument("--checkpoint", required=True, help="model file (.safetensors; .pt only with --trust-pickle)")
-    p.add_argument("--model", default=None, help="model name, for checkpoints without a saved spec")
-    add_data_args(p, default=None)
+    add_checkpoint_args(p)
     add_measure_args(p)
-    p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
     p.add_argument("--out", default=None, help="write report.json here")
     p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    dataset = args.data or checkpoint_dataset(args.checkpoint)
-    data = get_dataset(dataset, **data_options(args))
+    model, data, _ = load_trained(args)
     summary, prof = summarize(model, data, measure_config(args))
     spec = model_spec(model) or {}
     report = Report(

@@ -9,14 +9,18 @@ import yaml
 
 from effdl.core.checkpoint import read_metadata
 from effdl.core.errors import ConfigError
+from effdl.data import get_dataset
 from effdl.measure.summary import MeasureConfig
+from effdl.models import load_model, model_spec
 
 __all__ = [
+    "add_checkpoint_args",
     "add_data_args",
     "add_log_flags",
     "add_measure_args",
     "checkpoint_dataset",
     "data_options",
+    "load_trained",
     "measure_config",
     "parse_options",
     "parse_shape",
@@ -74,6 +78,24 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> No
     parser.add_argument(
         "--data-opt", action="append", metavar="KEY=VALUE", help="dataset option, repeatable (e.g. num_samples=20000)"
     )
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--model``, the dataset flags and ``--trust-pickle``: a trained model and its data."""
+    parser.add_argument("--checkpoint", required=True, help="trained model file (.safetensors)")
+    parser.add_argument("--model", default=None, help="model name, for checkpoints without a saved spec")
+    add_data_args(parser, default=None)
+    parser.add_argument(
+        "--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)"
+    )
+
+
+def load_trained(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """The model, its dataset (``--data`` or the one the checkpoint records) and its name, from the flags of
+    :func:`add_checkpoint_args`."""
+    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
+    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
+    return model, data, (model_spec(model) or {}).get("name", args.model or "model")
 
 
 def add_measure_args(parser: argparse.ArgumentParser) -> None:

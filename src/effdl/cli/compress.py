@@ -7,25 +7,24 @@ from pathlib import Path
 
 import yaml
 
-from effdl.cli.common import add_data_args, checkpoint_dataset, data_options, measure_config
+from effdl.cli.common import (
+    add_checkpoint_args,
+    load_trained,
+    measure_config,
+)
 from effdl.compress import Recipe, compress_model, shipped_recipes, sweep
 from effdl.core.errors import ConfigError
-from effdl.data import get_dataset
-from effdl.models import load_model, model_spec
 
 __all__ = ["add_compress", "add_sweep"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help=f"recipe file (YAML/JSON) or a shipped recipe: {', '.join(shipped_recipes())}")
-    p.add_argument("--checkpoint", required=True, help="trained model file (.safetensors)")
-    p.add_argument("--model", default=None, help="model name, for checkpoints without a saved spec")
-    add_data_args(p, default=None)
+    add_checkpoint_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="serving batch size: latency and runtime choice (32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: all)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per stage profile (default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
 
 
 def add_compress(sub) -> None:
@@ -65,9 +64,7 @@ def add_sweep(sub) -> None:
 
 def _load(args: argparse.Namespace):
     recipe = Recipe.load(args.recipe)
-    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
-    name = (model_spec(model) or {}).get("name", args.model or "model")
+    model, data, name = load_trained(args)
     return recipe, model, data, name, Path(args.recipe).stem
 
 

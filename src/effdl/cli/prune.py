@@ -6,17 +6,14 @@ import argparse
 from pathlib import Path
 
 from effdl.cli.common import (
-    add_data_args,
+    add_checkpoint_args,
     add_measure_args,
-    checkpoint_dataset,
-    data_options,
+    load_trained,
     measure_config,
     parse_options,
 )
 from effdl.compress import FinetuneConfig, Recipe, compress_model
 from effdl.core.errors import ConfigError
-from effdl.data import get_dataset
-from effdl.models import load_model, model_spec
 from effdl.prune import CRITERIA, MagnitudePruneConfig, StructuredPruneConfig, groups_table, sensitivity_config
 
 __all__ = ["add_prune"]
@@ -33,9 +30,7 @@ def add_prune(sub) -> None:
             "before and after."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="trained model file (.safetensors)")
-    p.add_argument("--model", default=None, help="model name, for checkpoints without a saved spec")
-    add_data_args(p, default=None)
+    add_checkpoint_args(p)
     p.add_argument(
         "--method", default="l1", choices=[*CRITERIA.names(), "magnitude"], help="criterion, or magnitude (default l1)"
     )
@@ -61,7 +56,6 @@ def add_prune(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/prune-MODEL)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT (else OUT starts over)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
     add_measure_args(p)
     p.set_defaults(func=_prune)
 
@@ -80,9 +74,7 @@ def _prune(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
-    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
-    name = (model_spec(model) or {}).get("name", args.model or "model")
+    model, data, name = load_trained(args)
     out = Path(args.out or f"runs/prune-{name}")
     sens = None
     if args.sensitivity is not None:

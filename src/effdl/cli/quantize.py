@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effdl.cli.common import add_data_args, add_measure_args, checkpoint_dataset, data_options, measure_config
+from effdl.cli.common import (
+    add_checkpoint_args,
+    add_measure_args,
+    load_trained,
+    measure_config,
+)
 from effdl.compress import FinetuneConfig, Recipe, compress_model
-from effdl.data import get_dataset
-from effdl.models import load_model, model_spec
 from effdl.quant import OBSERVERS, RUNTIMES, Int8Config, QuantConfig, mixed_precision_config
 from effdl.train import default_train_config
 
@@ -26,9 +29,7 @@ def add_quantize(sub) -> None:
             "after calibration; qat also trains it. Prints accuracy, size and latency before and after."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="trained model file (.safetensors)")
-    p.add_argument("--model", default=None, help="model name, for checkpoints without a saved spec")
-    add_data_args(p, default=None)
+    add_checkpoint_args(p)
     p.add_argument("--method", default="ptq-int8", choices=METHODS, help="default ptq-int8")
     p.add_argument("--bits-w", type=int, default=8, help="weight bits, 1-8 (ptq/qat; default 8)")
     p.add_argument("--bits-a", type=int, default=8, help="activation bits, 1-8, or 0 for weights only (default 8)")
@@ -47,7 +48,6 @@ def add_quantize(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/quantize-MODEL)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT (else OUT starts over)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--trust-pickle", action="store_true", help="accept a torch.save pickle (loaded tensors-only)")
     add_measure_args(p)
     p.set_defaults(func=_quantize)
 
@@ -57,9 +57,7 @@ METHODS = ("ptq-int8", "ptq", "qat")
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    model = load_model(args.checkpoint, model=args.model, trust_pickle=args.trust_pickle)
-    data = get_dataset(args.data or checkpoint_dataset(args.checkpoint), **data_options(args))
-    name = (model_spec(model) or {}).get("name", args.model or "model")
+    model, data, name = load_trained(args)
     out = Path(args.out or f"runs/quantize-{name}")
     mixed = None
     if args.method == "ptq-int8":
