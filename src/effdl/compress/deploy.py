@@ -122,7 +122,7 @@ def _int8_runtimes(final, stages, data, out: Path, threads) -> tuple[dict[str, n
     error = None
     if other in available_runtimes():
         previous = load_model(stages[-2].path)
-        config = Int8Config.from_dict({**final.meta["config"], "runtime": other})
+        config = Int8Config.from_dict(final.meta["config"]).replace(runtime=other)
         try:
             runtimes[f"{other} int8"] = convert_int8(previous, config, example_inputs=data.example_inputs(8),
                                                      data=_calibration(data), threads=threads)  # fmt: skip

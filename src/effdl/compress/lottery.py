@@ -19,7 +19,7 @@ from effdl.core.io import atomic_write_json
 from effdl.data.base import DatasetSplits
 from effdl.measure.evaluation import evaluate
 from effdl.prune.lottery import LotteryResult, LotteryTicketConfig, RewindPoint
-from effdl.prune.unstructured import KeepSparsity, MagnitudePruneConfig, apply_masks_, magnitude_masks, sparsity_of
+from effdl.prune.unstructured import KeepSparsity, apply_masks_, magnitude_masks, sparsity_of
 from effdl.train.config import TrainConfig
 from effdl.train.loop import Trainer
 
@@ -72,8 +72,7 @@ def find_lottery_ticket(
                 )
             rewind = point.state
         else:
-            target = 1.0 - (1.0 - config.ratio) ** r
-            masks = magnitude_masks(model, MagnitudePruneConfig(ratio=target, scope=config.scope, ignore=config.ignore))
+            masks = magnitude_masks(model, config.round_config(r))
             model.load_state_dict(rewind)
             apply_masks_(model, masks)
             Trainer(model, train_config, callbacks=[KeepSparsity(masks)], out_dir=round_dir).fit(

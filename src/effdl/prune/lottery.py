@@ -17,6 +17,7 @@ from effdl.core.config import Config, check_choice, check_range, rename_fields
 from effdl.core.errors import ConfigError
 from effdl.prune.graph import build_dependency_graph
 from effdl.prune.structured import StructuredPruneConfig, compute_scores, select_channels
+from effdl.prune.unstructured import MagnitudePruneConfig
 
 __all__ = ["EarlyBird", "LotteryResult", "LotteryTicketConfig", "RewindPoint", "reinitialize_"]
 
@@ -59,6 +60,15 @@ class LotteryTicketConfig(Config):
     def final_sparsity(self) -> float:
         """Sparsity after the last round."""
         return 1.0 - (1.0 - self.ratio) ** self.rounds
+
+    def round_config(self, r: int) -> MagnitudePruneConfig:
+        """The magnitude pruning of round ``r``: sparsity ``1 - (1 - ratio)^r``, this config's scope and ignore.
+
+        Example:
+            >>> LotteryTicketConfig(ratio=0.5, scope="layer").round_config(2)
+            MagnitudePruneConfig(ratio=0.75, scope='layer', per_layer={}, ignore=())
+        """
+        return MagnitudePruneConfig(ratio=1.0 - (1.0 - self.ratio) ** r, scope=self.scope, ignore=self.ignore)
 
     @classmethod
     def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
