@@ -105,3 +105,16 @@ def test_sweep_marks_the_pareto_front(setup, tmp_path):
     assert acc == pytest.approx(points[1].accuracy)
     with pytest.raises(ConfigError, match="not a step index"):
         sweep(model, data, recipe, {"steps.3.ratio": [0.5]}, out_dir=tmp_path / "bad")
+
+
+def test_the_previous_measurement_keywords_still_work(monkeypatch):
+    from effdl.compress.pipeline import legacy_measure
+
+    monkeypatch.setattr("effdl.core.deprecation._WARNED", set())
+    with pytest.warns(FutureWarning, match="measure=MeasureConfig"):
+        assert legacy_measure(None, {"batch_size": 8}, "compress_model") == MeasureConfig(batch_size=8, repeats=30)
+    assert legacy_measure(None, {}, "sweep") == MeasureConfig(batch_size=32, repeats=30)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        legacy_measure(None, {"batchsize": 8}, "compress_model")
+    with pytest.raises(ConfigError, match="not both"):
+        legacy_measure(FAST, {"repeats": 3}, "compress_model")

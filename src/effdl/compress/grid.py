@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from effdl.compress.pipeline import compress_model
+from effdl.compress.pipeline import compress_model, legacy_measure
 from effdl.compress.recipe import Recipe
 from effdl.compress.report import pareto_front, plot_pareto
 from effdl.core.errors import ConfigError
@@ -88,6 +88,7 @@ def sweep(
     out_dir: str | os.PathLike,
     measure: MeasureConfig | None = None,
     progress: bool = True,
+    **legacy: Any,
 ) -> list[SweepPoint]:
     """Compresses ``model`` with every combination of ``grid`` values applied to ``recipe`` (each into its own
     folder under ``OUT/runs``, so that an interrupted sweep continues where it stopped), then writes
@@ -96,8 +97,9 @@ def sweep(
     Args:
         grid: ``{field path: values}``, e.g. ``{"steps.0.ratio": [0.25, 0.5, 0.75]}``.
         measure: latency measurement (default: batch 32, 30 repeats).
+        **legacy: ``batch_size``, ``threads``, ``repeats`` of the previous release (deprecated: use ``measure``).
     """
-    measure = measure or MeasureConfig(batch_size=32, repeats=30)
+    measure = legacy_measure(measure, legacy, "sweep")
     if not grid or any(not isinstance(v, list | tuple) or not v for v in grid.values()):
         raise ConfigError("a sweep grid maps recipe fields to non-empty lists, e.g. {'steps.0.ratio': [0.5]}")
     out = Path(out_dir)

@@ -22,6 +22,7 @@ from effdl.compress.deploy import Deployment, deploy
 from effdl.compress.finetune import FinetuneConfig  # noqa: F401  (registers the fine-tuning transform)
 from effdl.compress.report import write_reports
 from effdl.core.config import Config
+from effdl.core.deprecation import warn_once
 from effdl.core.errors import CheckpointError, ConfigError
 from effdl.core.io import atomic_write_json
 from effdl.core.recipe import Recipe
@@ -88,6 +89,7 @@ def compress_model(
     progress: bool = True,
     command: str = "compress_model",
     details: dict[str, Any] | None = None,
+    **legacy: Any,
 ) -> CompressOutcome:
     """Compresses a trained ``model`` with ``recipe`` (configs applied in order, each by the transform registered
     for its type) and reports every stage: the one pipeline behind ``effdl compress``, ``effdl prune`` and
@@ -111,13 +113,14 @@ def compress_model(
         progress: progress bars.
         command: the command named in ``report.json``.
         details: more details for ``report.json`` (e.g. the analysis that chose the configs).
+        **legacy: ``batch_size``, ``threads``, ``repeats`` of the previous release (deprecated: use ``measure``).
 
     Raises:
         ConfigError: ``out_dir`` holds a run of another recipe or model (continue it with the same recipe, or
             pass ``restart=True`` / ``--restart``).
     """
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(list(recipe))
-    measure = measure or MeasureConfig(batch_size=32, repeats=30)
+    measure = legacy_measure(measure, legacy, "compress_model")
     out = Path(out_dir)
     if restart and out.exists():
         for name in ("steps", _PROGRESS, "final"):
@@ -143,14 +146,13 @@ def compress_model(
     else:
         log.info("continuing %s after step %d of %d", out, len(stages) - 1, len(recipe.steps))
         current = _load_stage(stages[-1])
-    calibration = make_loader(data.train, 64, shuffle=True, seed=0)
     for index in range(len(stages) - 1, len(recipe.steps)):
         step = recipe.steps[index]
         step_dir = out / "steps" / f"{index + 1:02d}-{_slug(step)}"
         step_dir.mkdir(parents=True, exist_ok=True)
         context = TransformContext(
             example_inputs=data.example_inputs(8),
-            data=calibration,
+            data=make_loader(data.train, 64, shuffle=True, seed=0),  # fresh per step: a resumed run sees the same
             dataset=data,
             teacher=teacher,
             out_dir=step_dir,
@@ -197,6 +199,20 @@ def compress_model(
     report.artifacts.update(final_files)
     write_reports(report, stages, deployment, out)
     return CompressOutcome(current, report, stages, deployment)
+
+
+def legacy_measure(measure: MeasureConfig | None, legacy: dict[str, Any], caller: str) -> MeasureConfig:
+    """``measure`` (default: batch 32, 30 repeats), or one built from the keyword arguments of the previous release
+    (``batch_size``, ``threads``, ``repeats``), with a deprecation warning."""
+    unknown = sorted(set(legacy) - {"batch_size", "threads", "repeats"})
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}")
+    if not legacy:
+        return measure or MeasureConfig(batch_size=32, repeats=30)
+    if measure is not None:
+        raise ConfigError(f"{caller}: pass measure=MeasureConfig(...) or batch_size/threads/repeats, not both")
+    warn_once(f"{caller}(batch_size=, threads=, repeats=)", "measure=MeasureConfig(batch_size=..., ...)")
+    return MeasureConfig(**{"batch_size": 32, "repeats": 30, **legacy})
 
 
 def _copy_final(stage: Stage, folder: Path) -> None:
