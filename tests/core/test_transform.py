@@ -138,3 +138,14 @@ def test_a_report_is_returned_by_the_family_verbs():
     report = effdl.prune_(model, MagnitudePruneConfig(ratio=0.5), example_inputs=torch.zeros(2, 1, 40))
     assert isinstance(report, Report) and report.details["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert TransformContext().history == []
+
+
+def test_a_list_is_applied_whole_or_not_at_all():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="boom"):  # the magnitude step succeeds, the next one fails
+        apply_(model, [MagnitudePruneConfig(ratio=0.5), _BreakHalfwayConfig()], example_inputs=torch.zeros(1, 3))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(UnsupportedError, match="makes a new model"):  # refused before the first step runs
+        apply_(model, [MagnitudePruneConfig(ratio=0.5), Int8Config()], example_inputs=torch.zeros(1, 3))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

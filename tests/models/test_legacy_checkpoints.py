@@ -46,3 +46,26 @@ def test_legacy_metadata_becomes_records():
         {"kind": "shapes", "shapes": {"fc.weight": [2, 3]}},
         {"kind": "fake-quant", "config": {"bits_w": 4}},
     ]
+
+
+def test_pruned_shapes_never_grow_a_model_and_unchecked_resizes_are_logged(tmp_path, caplog):
+    import logging
+
+    from effdl.core import CheckpointError
+    from effdl.models import create_model
+    from effdl.prune import L1FilterPruneConfig, prune_
+
+    x = torch.zeros(2, 1, 40)
+    pruned = create_model("test_cnn1d", channels=(8, 8))
+    prune_(pruned, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
+    path = save_model(pruned, tmp_path / "p.safetensors")
+    with pytest.raises(CheckpointError, match="do not come from pruning this model"):
+        load_model(path, model=create_model("test_cnn1d", channels=(2, 2)))  # narrower than the checkpoint
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))  # no spec
+    prune_(plain, L1FilterPruneConfig(ratio=0.5), example_inputs=torch.zeros(2, 4))
+    path = save_model(plain, tmp_path / "plain.safetensors")
+    fresh = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with caplog.at_level(logging.WARNING, logger="effdl"):
+        again = load_model(path, model=fresh)
+    assert again[0].out_features == 4 and "no model spec to confirm" in caplog.text
+    assert torch.equal(again(torch.ones(1, 4)), plain.eval()(torch.ones(1, 4)))

@@ -17,6 +17,9 @@ from effdl.train import default_train_config
 
 __all__ = ["add_quantize"]
 
+#: ptq-int8: real int8 kernels; ptq: simulated at any bit width (calibration only); qat: simulated, then trained
+METHODS = ("ptq-int8", "ptq", "qat")
+
 
 def add_quantize(sub) -> None:
     """Registers the ``quantize`` sub-command."""
@@ -50,10 +53,6 @@ def add_quantize(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_measure_args(p)
     p.set_defaults(func=_quantize)
-
-
-#: ptq-int8: real int8 kernels; ptq: simulated at any bit width (calibration only); qat: simulated, then trained
-METHODS = ("ptq-int8", "ptq", "qat")
 
 
 def _quantize(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ class FinetuneConfig(Config):
         return f"finetune {epochs} epochs" + (" + KD" if self.distill else "")
 
 
-@register_transform(FinetuneConfig, trains=True)
+@register_transform(FinetuneConfig)
 def _finetune(model: nn.Module, config: FinetuneConfig, context: TransformContext) -> Report:
     data = context.dataset
     if data is None:

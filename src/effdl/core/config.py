@@ -100,21 +100,6 @@ class Config:
         """
         return self.config_tag.removesuffix("Config") or self.config_tag
 
-    def fields_dict(self) -> dict[str, Any]:
-        """The fields alone, as :meth:`to_dict` writes them (no tag, no version).
-
-        Example:
-            >>> @dataclasses.dataclass(frozen=True, kw_only=True)
-            ... class Demo(Config):
-            ...     n: int = 1
-            >>> Demo().fields_dict()
-            {'n': 1}
-        """
-        data = self.to_dict()
-        data.pop(TYPE_KEY)
-        data.pop(VERSION_KEY)
-        return data
-
     @classmethod
     def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
         """Turns the fields of a dict written at an older ``version`` into the current ones (default: as they
@@ -182,11 +167,9 @@ def config_class(tag: str) -> type[Config]:
     """The config class registered under ``tag``.
 
     Example:
-        >>> config_class("Config").__name__
-        'Config'
+        >>> config_class("QuantConfig").__name__
+        'QuantConfig'
     """
-    if tag == Config.__name__:
-        return Config
     if not isinstance(tag, str) or tag not in _CONFIG_TYPES:
         valid = ", ".join(sorted(t for t in _CONFIG_TYPES if not t.startswith("_")))
         close = difflib.get_close_matches(str(tag), list(_CONFIG_TYPES), n=3, cutoff=0.6)
@@ -219,10 +202,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        if isinstance(value, dict):  # a nested config: the union member that is a Config class
+        if isinstance(value, dict):  # a nested config: the union member that is a Config class (or its tag's)
             for arg in args:
                 if isinstance(arg, type) and issubclass(arg, Config):
-                    return arg.from_dict(value) if TYPE_KEY not in value else Config.from_dict(value)
+                    return arg.from_dict(value)
         for arg in args:
             if arg is not type(None):
                 return _coerce(name, value, arg)

@@ -4,14 +4,15 @@ them on a model. The family verbs (``prune_``, ``quantize_``, ``factorize_``) ar
 
 A handler is ``fn(model, config, context) -> Report`` for a transform that changes the model in place, or
 ``-> Applied(model, report)`` for one that makes a new model (real int8). Any exception half-way restores the
-user's model exactly (its state before the call) before it propagates."""
+user's model exactly (its state before the call; for a list of configs, before the first) before it propagates."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "apply_",
     "find_transform",
     "register_transform",
+    "restored_on_failure",
     "run_transform",
     "transforms",
 ]
@@ -90,14 +92,12 @@ class Transform:
         in_place: whether it changes the model in place (False: it returns a new model in :class:`Applied`).
         keep_during_training: ``fn(model, config) -> callbacks`` that later training steps must run to keep what
             this transform did (e.g. the zeros of magnitude pruning).
-        trains: whether the handler trains the model (fine-tuning); such steps resume from their own folder.
     """
 
     config_type: type
     fn: Handler
     in_place: bool = True
     keep_during_training: Callable[[nn.Module, Any], list] | None = None
-    trains: bool = False
 
 
 _TRANSFORMS: dict[type, Transform] = {}
@@ -108,7 +108,6 @@ def register_transform(
     *,
     in_place: bool = True,
     keep_during_training: Callable[[nn.Module, Any], list] | None = None,
-    trains: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Decorator that registers ``fn(model, config, context)`` as the handler of ``config_type``.
 
@@ -131,7 +130,7 @@ def register_transform(
         raise ConfigError(f"register_transform takes a Config subclass, got {config_type!r}")
 
     def decorator(fn: Handler) -> Handler:
-        _TRANSFORMS[config_type] = Transform(config_type, fn, in_place, keep_during_training, trains)
+        _TRANSFORMS[config_type] = Transform(config_type, fn, in_place, keep_during_training)
         return fn
 
     return decorator
@@ -155,22 +154,43 @@ def transforms() -> dict[str, Transform]:
     return {cls.__name__: t for cls, t in sorted(_TRANSFORMS.items(), key=lambda kv: kv[0].__name__)}
 
 
-def run_transform(model: nn.Module, config: Config, context: TransformContext) -> Applied:
-    """Runs the handler of ``config`` on ``model``. On any exception the model is restored to its state before
-    the call (modules, parameters, buffers and mode) and the exception propagates.
+@contextlib.contextmanager
+def restored_on_failure(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """On any exception inside the block, puts ``model`` back exactly as it was when the block began (modules,
+    parameters, buffers, mode; the user's own object, not a copy) and re-raises.
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> try:
+        ...     with restored_on_failure(m):
+        ...         m.weight = None
+        ...         raise RuntimeError("half-way")
+        ... except RuntimeError:
+        ...     pass
+        >>> m.weight.shape
+        torch.Size([2, 2])
+    """
+    backup = copy.deepcopy(model) if enabled else None
+    try:
+        yield
+    except BaseException:
+        if backup is not None:
+            model.__dict__.clear()
+            model.__dict__.update(backup.__dict__)
+        raise
+
+
+def run_transform(model: nn.Module, config: Config, context: TransformContext, *, restore: bool = True) -> Applied:
+    """Runs the handler of ``config`` on ``model``. On any exception an in-place transform's model is restored to
+    its state before the call (see :func:`restored_on_failure`; ``restore=False`` leaves that to the caller) and
+    the exception propagates.
 
     Returns:
         :class:`Applied` with the resulting model (``model`` itself for in-place transforms) and the report.
     """
     entry = find_transform(config)
-    backup = copy.deepcopy(model) if entry.in_place else None
-    try:
+    with restored_on_failure(model, enabled=restore and entry.in_place):
         result = entry.fn(model, config, context)
-    except BaseException:
-        if backup is not None:
-            model.__dict__.clear()
-            model.__dict__.update(backup.__dict__)  # the user's object is left exactly as it was
-        raise
     if isinstance(result, Applied):
         return result
     if not isinstance(result, Report):
@@ -199,6 +219,9 @@ def apply_(
         data: batches of ``(inputs, targets)`` for calibration and data-driven criteria.
         **context: further :class:`TransformContext` fields (``dataset``, ``teacher``, ``out_dir``, ...).
 
+    On any exception the model is restored to its state before the call, also when an earlier config of the
+    list had already been applied.
+
     Returns:
         The :class:`~effdl.core.Report` of the transform; for several configs, one report whose ``before`` is the
         first step's, ``after`` the last step's, and ``details["steps"]`` every step's report.
@@ -211,16 +234,18 @@ def apply_(
     unknown = sorted(set(context) - {f.name for f in dataclasses.fields(TransformContext)})
     if unknown:
         raise ConfigError(f"apply_ got unknown argument(s) {unknown}; see TransformContext for the valid ones")
-    ctx = TransformContext(example_inputs=example_inputs, data=data, **context)
-    reports = []
-    for step in steps:
+    for step in steps:  # refuse before anything changes
         if not find_transform(step).in_place:
             raise UnsupportedError(
                 f"{type(step).__name__} makes a new model and cannot change this one in place; call "
                 "effdl.quant.convert_int8(model, config, ...) or run it as the last step of effdl.compress_model"
             )
-        reports.append(run_transform(model, step, ctx).report)
-        ctx.history.append(step)
+    ctx = TransformContext(example_inputs=example_inputs, data=data, **context)
+    reports = []
+    with restored_on_failure(model):  # all steps or none: a failing later step also undoes the earlier ones
+        for step in steps:
+            reports.append(run_transform(model, step, ctx, restore=False).report)
+            ctx.history.append(step)
     if len(reports) == 1:
         return reports[0]
     return Report(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effdl.core.errors import ConfigError
+from effdl.core.errors import CheckpointError, ConfigError
 from effdl.core.report import ModelSummary, Report
 from effdl.core.table import format_table
 from effdl.core.transform import TransformContext, apply_, register_transform
@@ -128,10 +128,11 @@ def _magnitude(model: nn.Module, config: MagnitudePruneConfig, context: Transfor
 
 
 def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str, Any] | None:
-    """The tensor shapes that differ from the freshly built model's (all of them when there is no spec)."""
+    """The tensor shapes that differ from the freshly built model's (all of them, marked ``unchecked``, when the
+    model has no spec to compare with)."""
     own = model.state_dict()
     if reference is None:
-        return {"shapes": {k: list(v.shape) for k, v in own.items()}}
+        return {"shapes": {k: list(v.shape) for k, v in own.items()}, "unchecked": True}
     ref = reference.state_dict()
     changed = {
         k: list(v.shape) for k, v in own.items() if k in ref and ref[k].numel() > 0 and ref[k].shape != v.shape
@@ -141,8 +142,23 @@ def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str,
 
 def _restore_shapes(model: nn.Module, record: dict[str, Any]) -> None:
     own = model.state_dict()  # empty tensors (quantizer statistics) are sized when the weights load
-    shapes = {k: torch.empty(v) for k, v in record["shapes"].items() if k in own and own[k].numel() > 0}
-    resize_to_state_dict_(model, shapes)
+    shapes = {k: tuple(v) for k, v in record["shapes"].items() if k in own and own[k].numel() > 0}
+    grown = [
+        f"{k}: checkpoint {s} vs model {tuple(own[k].shape)}"
+        for k, s in shapes.items()
+        if len(s) != own[k].dim() or any(a > b for a, b in zip(s, own[k].shape, strict=True))
+    ]
+    if grown:  # removing channels only ever shrinks a tensor: this checkpoint is another architecture's
+        raise CheckpointError(
+            f"the checkpoint's tensors do not come from pruning this model ({'; '.join(grown[:3])}); check that the "
+            "model and its options match the checkpoint"
+        )
+    resized = resize_to_state_dict_(model, {k: torch.empty(s) for k, s in shapes.items()})
+    if resized and record.get("unchecked"):
+        log.warning(
+            "resized %d tensors of the given %s to the checkpoint's (smaller) shapes, e.g. %s; the checkpoint has no "
+            "model spec to confirm they come from pruning it", len(resized), type(model).__name__, resized[0]
+        )
 
 
 # after physical channel removal the tensors are smaller than the spec's: a fresh model is resized to the checkpoint
