@@ -37,11 +37,20 @@ from effdl.distill import Distillation, DistillConfig
 from effdl.factorize import LowRankConfig, factorize_
 from effdl.measure import MeasureConfig, Profile, count_macs, measure_latency, profile
 from effdl.models import create_model, list_models, load_model, save_model
-from effdl.prune import L1FilterPruneConfig, LotteryTicketConfig, MagnitudePruneConfig, StructuredPruneConfig, prune_
-from effdl.quant import Int8Config, QuantConfig, convert_int8, quantize_
+from effdl.prune import (
+    L1FilterPruneConfig,
+    LotteryTicketConfig,
+    MagnitudePruneConfig,
+    SparseGPTConfig,
+    StructuredPruneConfig,
+    WandaConfig,
+    prune_,
+)
+from effdl.quant import AWQConfig, GPTQConfig, HQQConfig, Int8Config, QuantConfig, RTNConfig, convert_int8, quantize_
 from effdl.train import Callback, TrainConfig, Trainer, evaluate, train_model
 
 __all__ = [
+    "AWQConfig",
     "Callback",
     "CheckpointError",
     "Config",
@@ -52,6 +61,8 @@ __all__ = [
     "Distillation",
     "EffdlError",
     "FinetuneConfig",
+    "GPTQConfig",
+    "HQQConfig",
     "Int8Config",
     "L1FilterPruneConfig",
     "LandscapeConfig",
@@ -62,16 +73,19 @@ __all__ = [
     "ModelSummary",
     "Profile",
     "QuantConfig",
+    "RTNConfig",
     "Recipe",
     "Report",
     "ShapeError",
     "SharpnessConfig",
+    "SparseGPTConfig",
     "StructuredPruneConfig",
     "TrainConfig",
     "Trainer",
     "UnknownNameError",
     "UnsafeCheckpointError",
     "UnsupportedError",
+    "WandaConfig",
     "__version__",
     "apply_",
     "compress_model",

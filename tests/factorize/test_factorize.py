@@ -12,7 +12,7 @@ from effdl.factorize import (
     factorize_layer,
     singular_values,
 )
-from effdl.models import MODELS, create_model, load_model, save_model
+from effdl.models import MODELS, create_model, example_batch, load_model, save_model
 from effdl.prune import L1FilterPruneConfig, prune_
 
 ARCHS = [n for n in MODELS.names() if n.startswith("test_")]  # the contract: every registered model
@@ -20,7 +20,7 @@ ARCHS = [n for n in MODELS.names() if n.startswith("test_")]  # the contract: ev
 
 def _x(model, n=4):
     torch.manual_seed(1)
-    return torch.randn(n, *model.effdl_spec["input_shape"])
+    return example_batch(model, n)
 
 
 def _full(conv="channel"):

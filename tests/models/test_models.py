@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from effdl.core import CheckpointError, ConfigError, ShapeError, UnknownNameError
-from effdl.models import MODELS, create_model, list_models, load_model, model_spec, save_model
+from effdl.models import MODELS, create_model, example_batch, list_models, load_model, model_spec, save_model
 
 TEST_MODELS = [n for n in MODELS.names() if n.startswith("test_")]
 
@@ -10,9 +10,10 @@ TEST_MODELS = [n for n in MODELS.names() if n.startswith("test_")]
 @pytest.mark.parametrize("name", TEST_MODELS)
 def test_test_variants_forward_backward(name):
     model = create_model(name, num_classes=7)
-    x = torch.randn(3, *model_spec(model)["input_shape"])
+    x = example_batch(model, 3)
     out = model(x)
-    assert out.shape == (3, 7)
+    tokens = MODELS.entry(name).meta["inputs"] == "tokens"
+    assert out.shape == ((3, 7, x.shape[1]) if tokens else (3, 7))
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) < 20_000
@@ -21,9 +22,9 @@ def test_test_variants_forward_backward(name):
 @pytest.mark.parametrize("name", [n for n in MODELS.names() if not n.startswith("test_")])
 def test_reference_models_forward(name):
     model = create_model(name).eval()
-    x = torch.randn(2, *model_spec(model)["input_shape"])
+    x = example_batch(model, 2)
     with torch.no_grad():
-        assert model(x).shape == (2, 10)
+        assert model(x).shape[:2] == (2, model_spec(model)["num_classes"])
 
 
 def test_every_family_has_a_test_variant():
@@ -114,7 +115,7 @@ def test_save_load_round_trip(tmp_path, name):
     model = create_model(name, num_classes=5, **({"hidden": [8, 8]} if name == "test_mlp" else {})).eval()
     save_model(model, tmp_path / "m.safetensors")
     loaded = load_model(tmp_path / "m.safetensors")
-    x = torch.randn(2, *model_spec(model)["input_shape"])
+    x = example_batch(model, 2)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert model_spec(loaded) == model_spec(model)
@@ -139,7 +140,7 @@ def test_load_checks_fit_and_needs_a_spec(tmp_path):
 def test_models_trace_with_fx_and_export(name):
     """Pruning and export trace models; the input check must stay out of the graph and the outputs agree."""
     model = create_model(name).eval()
-    x = torch.randn(2, *model_spec(model)["input_shape"])
+    x = example_batch(model, 2)
     with torch.no_grad():
         expected = model(x)
         assert torch.allclose(torch.fx.symbolic_trace(model)(x), expected, atol=1e-6)

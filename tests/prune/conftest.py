@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from effdl.models import create_model
+from effdl.models import create_model, example_batch
 
 
 def randomize_norms(model: torch.nn.Module) -> torch.nn.Module:
@@ -21,7 +21,7 @@ def make():
     def build(name: str, batch: int = 2):
         torch.manual_seed(0)
         model = randomize_norms(create_model(name))
-        x = torch.randn(batch, *model.effdl_spec["input_shape"])
+        x = example_batch(model, batch)
         return model, x
 
     return build

@@ -218,3 +218,20 @@ def test_tensorboard_logger_writes_scalars(tmp_path, monkeypatch):
     assert written[0] == ("dir", str(tmp_path / "tb"))
     assert ("eval_accuracy", 2) in written and ("train_loss", 1) in written and written[-1] == ("closed", None)
     assert all(key != "epoch" for key, _ in written)
+
+
+def test_language_model_learns_and_reports_per_token_figures():
+    from effdl.train import train_model
+
+    data = get_dataset("pysource", seq_len=16, train_bytes=20_000, test_sequences=32)
+    outcome = train_model("test_gpt", data, TrainConfig(epochs=2, batch_size=32, lr=1e-2, progress=False))
+    first, last = outcome.history[0], outcome.history[-1]
+    assert last["train_loss"] < 3.5 < 5.545  # below the uniform guess over 256 bytes, ln 256
+    s = outcome.report.summary
+    assert s.perplexity == pytest.approx(2.718281828 ** s.loss, rel=1e-6)
+    assert 0.15 < s.accuracy < 1.0 and first["train_accuracy"] <= 1.0
+    ev = evaluate(outcome.model, data.test)  # per token: the mean over 32 x 16 predictions
+    x, y = data.test[:]
+    with torch.no_grad():
+        ref = nn.functional.cross_entropy(outcome.model.eval()(x), y)
+    assert ev["loss"] == pytest.approx(float(ref), rel=1e-5)

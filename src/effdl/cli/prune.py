@@ -14,9 +14,20 @@ from effdl.cli.common import (
 )
 from effdl.compress import FinetuneConfig, Recipe, compress_model
 from effdl.core.errors import ConfigError
-from effdl.prune import CRITERIA, MagnitudePruneConfig, StructuredPruneConfig, groups_table, sensitivity_config
+from effdl.prune import (
+    CRITERIA,
+    MagnitudePruneConfig,
+    OneShotPruneConfig,
+    SparseGPTConfig,
+    StructuredPruneConfig,
+    WandaConfig,
+    groups_table,
+    sensitivity_config,
+)
 
 __all__ = ["add_prune"]
+
+ONESHOT = {"wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
 
 
 def add_prune(sub) -> None:
@@ -26,15 +37,21 @@ def add_prune(sub) -> None:
         help="prune a saved model (structured or unstructured), fine-tune, compare",
         description=(
             "Structured methods (l1, l2, bn_scale, taylor, random) physically remove channels, neurons and attention "
-            "heads; 'magnitude' zeroes individual weights. Prints accuracy, parameters, MACs, size and latency "
-            "before and after."
+            "heads; 'magnitude' zeroes individual weights; 'wanda' and 'sparsegpt' zero the weights of Linear layers "
+            "in one shot from calibration data (unstructured, or N:M with --n-m 2:4). Prints accuracy (perplexity "
+            "for language models), parameters, MACs, size and latency before and after."
         ),
     )
     add_checkpoint_args(p)
     p.add_argument(
-        "--method", default="l1", choices=[*CRITERIA.names(), "magnitude"], help="criterion, or magnitude (default l1)"
-    )
-    p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels (or weights) removed, in [0, 1)")
+        "--method", default="l1", choices=[*CRITERIA.names(), "magnitude", *ONESHOT],
+        help="channel criterion, or magnitude / wanda / sparsegpt for individual weights (default l1)",
+    )  # fmt: skip
+    p.add_argument("--n-m", default=None, metavar="N:M",
+                   help="keep N of every M consecutive weights (magnitude, wanda, sparsegpt), e.g. 2:4")  # fmt: skip
+    p.add_argument("--calibration-batches", type=int, default=8, help="calibration batches (wanda, sparsegpt)")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="fraction of channels (or weights) removed, in [0, 1) (0.5; 1 - N/M with --n-m)")  # fmt: skip
     p.add_argument("--scope", choices=["layer", "global"], default=None,
                    help="rank within each layer or across layers (default: the method's own, as in the library: "
                    "layer for channels, global for magnitude)")  # fmt: skip
@@ -60,12 +77,33 @@ def add_prune(sub) -> None:
     p.set_defaults(func=_prune)
 
 
-def _config(args: argparse.Namespace) -> StructuredPruneConfig | MagnitudePruneConfig:
+def _n_m(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        n, m = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--n-m takes N:M (N kept of every M weights), got {text!r}; e.g. --n-m 2:4") from None
+    return (n, m)
+
+
+def _config(args: argparse.Namespace) -> StructuredPruneConfig | MagnitudePruneConfig | OneShotPruneConfig:
     per_layer = {k: float(v) for k, v in parse_options(args.per_layer, "--per-layer").items()}
-    fields = {"ratio": args.ratio, "per_layer": per_layer, "ignore": tuple(args.ignore)}
+    n_m = _n_m(args.n_m)
+    if n_m is not None and args.method not in ("magnitude", *ONESHOT):
+        raise ConfigError(f"--n-m applies to magnitude, wanda and sparsegpt, not --method {args.method}")
+    ratio = args.ratio if args.ratio is not None else (1 - n_m[0] / n_m[1] if n_m and n_m[1] else 0.5)
+    if args.method in ONESHOT:
+        if per_layer or args.scope:
+            raise ConfigError(f"{args.method} prunes every Linear layer to one ratio; drop --per-layer / --scope")
+        return ONESHOT[args.method](ratio=ratio, n_m=n_m, ignore=tuple(args.ignore),
+                                    calibration_batches=args.calibration_batches)  # fmt: skip
+    fields = {"ratio": ratio, "per_layer": per_layer, "ignore": tuple(args.ignore)}
     if args.scope is not None:
         fields["scope"] = args.scope
     if args.method == "magnitude":
+        if n_m is not None:
+            fields.update(n_m=n_m, scope=args.scope or "layer")
         return MagnitudePruneConfig(**fields)
     return StructuredPruneConfig(criterion=args.method, round_to=args.round_to, **fields)
 
@@ -93,8 +131,12 @@ def _prune(args: argparse.Namespace) -> int:
     pruned = outcome.stages[1]
     if isinstance(config, StructuredPruneConfig):
         print(groups_table(pruned.details) + "\n")
-    print(f"accuracy right after pruning: {100 * (pruned.summary.accuracy or 0):.2f}%"
-          + (" (then fine-tuned)\n" if args.finetune_epochs else "\n"))  # fmt: skip
+    elif "sparsity" in pruned.details:
+        print(f"sparsity of the pruned layers: {100 * pruned.details['sparsity']:.2f}%")
+    after = pruned.summary
+    figure = (f"perplexity {after.perplexity:.3f}" if after.perplexity
+              else f"accuracy {100 * (after.accuracy or 0):.2f}%")  # fmt: skip
+    print(f"{figure} right after pruning" + (" (then fine-tuned)\n" if args.finetune_epochs else "\n"))
     print(outcome.report.to_table())
     print(f"\nmodel: {outcome.report.artifacts['final_model']}\nreport: {out / 'report.json'}")
     return 0

@@ -12,13 +12,26 @@ from effdl.cli.common import (
     measure_config,
 )
 from effdl.compress import FinetuneConfig, Recipe, compress_model
-from effdl.quant import OBSERVERS, RUNTIMES, Int8Config, QuantConfig, mixed_precision_config
+from effdl.core.errors import ConfigError
+from effdl.quant import (
+    OBSERVERS,
+    RUNTIMES,
+    AWQConfig,
+    GPTQConfig,
+    HQQConfig,
+    Int8Config,
+    QuantConfig,
+    RTNConfig,
+    mixed_precision_config,
+)
 from effdl.train import default_train_config
 
 __all__ = ["add_quantize"]
 
+#: weight-only methods: Linear weights in int4/int8 run by PyTorch's CPU kernels, activations in float
+WEIGHT_ONLY = {"rtn": RTNConfig, "gptq": GPTQConfig, "awq": AWQConfig, "hqq": HQQConfig}
 #: ptq-int8: real int8 kernels; ptq: simulated at any bit width (calibration only); qat: simulated, then trained
-METHODS = ("ptq-int8", "ptq", "qat")
+METHODS = ("ptq-int8", "ptq", "qat", *WEIGHT_ONLY)
 
 
 def add_quantize(sub) -> None:
@@ -29,13 +42,20 @@ def add_quantize(sub) -> None:
         description=(
             "ptq-int8 calibrates and runs the model in real int8 kernels (torch.ao x86 or onnxruntime; 'auto' "
             "times both at --batch-size and keeps the faster). ptq simulates any weight/activation bit width "
-            "after calibration; qat also trains it. Prints accuracy, size and latency before and after."
+            "after calibration; qat also trains it. rtn, gptq, awq and hqq quantize Linear weights only, to int4 or "
+            "int8 with group-wise scales (--bits, --group-size), run by PyTorch's CPU weight-only kernels. Prints "
+            "accuracy (perplexity for language models), size and latency before and after."
         ),
     )
     add_checkpoint_args(p)
     p.add_argument("--method", default="ptq-int8", choices=METHODS, help="default ptq-int8")
     p.add_argument("--bits-w", type=int, default=8, help="weight bits, 1-8 (ptq/qat; default 8)")
     p.add_argument("--bits-a", type=int, default=8, help="activation bits, 1-8, or 0 for weights only (default 8)")
+    p.add_argument("--bits", type=int, default=4, help="weight bits of rtn/gptq/awq/hqq: 4 or 8 (default 4)")
+    p.add_argument("--group-size", default="128", help="input features per scale (rtn/gptq/awq/hqq): 32, 64, 128, "
+                   "256 or 'channel' for one per output row (default 128)")  # fmt: skip
+    p.add_argument("--symmetric", action="store_true", help="symmetric grid without zero point (rtn/gptq/awq)")
+    p.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing Hessian diagonal")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES, help="int8 runtime (ptq-int8; default auto)")
     p.add_argument("--observer", default=None, help=f"activation observer: {', '.join(OBSERVERS.names())} (ptq/qat) "
                    "or minmax/histogram (ptq-int8)")  # fmt: skip
@@ -59,7 +79,9 @@ def _quantize(args: argparse.Namespace) -> int:
     model, data, name = load_trained(args)
     out = Path(args.out or f"runs/quantize-{name}")
     mixed = None
-    if args.method == "ptq-int8":
+    if args.method in WEIGHT_ONLY:
+        steps = [_weight_only(args)]
+    elif args.method == "ptq-int8":
         steps: list = [Int8Config(runtime=args.runtime, calibration_batches=args.calibration_batches,
                                   observer=args.observer or "minmax")]  # fmt: skip
     else:
@@ -87,12 +109,44 @@ def _quantize(args: argparse.Namespace) -> int:
                              command="quantize",
                              details={"mixed_precision": mixed.to_dict()} if mixed else None)  # fmt: skip
     quantized = outcome.stages[1]
-    if "runtime" in quantized.details:
+    if args.method in WEIGHT_ONLY:
+        d = quantized.details
+        kernels = d["kernels"]
+        print(f"{sum(kernels.values())} Linear layers at {d['bits_per_weight']:.3f} bits per weight (scales "
+              f"included); kernels: {', '.join(f'{k} x{v}' for k, v in kernels.items())}")  # fmt: skip
+        for row in d["float_layers"]:
+            print(f"  float: {row['layer']} ({row['reason']})")
+    elif "runtime" in quantized.details:
         times = ", ".join(f"{k} {v:.3f} ms" for k, v in (quantized.details["runtime_selection_ms"] or {}).items())
         print(f"int8 runtime: {quantized.details['runtime']}"
               + (f" (timed at batch {args.batch_size}: {times})" if times else ""))  # fmt: skip
     else:
         print(f"accuracy after calibration: {100 * (quantized.summary.accuracy or 0):.2f}%")
+    if quantized.summary.perplexity is not None:
+        print(f"perplexity: {outcome.stages[0].summary.perplexity:.3f} -> {quantized.summary.perplexity:.3f}")
     print(outcome.report.to_table())
     print(f"\nmodel: {outcome.report.artifacts['final_model']}\nreport: {out / 'report.json'}")
     return 0
+
+
+def _weight_only(args: argparse.Namespace):
+    group = args.group_size
+    if group in ("channel", "none", "None"):
+        size = None
+    else:
+        try:
+            size = int(group)
+        except ValueError:
+            raise ConfigError(f"--group-size takes 32, 64, 128, 256 or 'channel', got {group!r}") from None
+    fields = {"bits": args.bits, "group_size": size, "ignore": tuple(args.ignore)}
+    if args.method != "hqq":
+        fields["symmetric"] = args.symmetric
+    elif args.symmetric:
+        raise ConfigError("hqq fits a zero point per group; drop --symmetric")
+    if args.method in ("gptq", "awq"):
+        fields["calibration_batches"] = args.calibration_batches
+    if args.method == "gptq":
+        fields["act_order"] = args.act_order
+    elif args.act_order:
+        raise ConfigError("--act-order applies to --method gptq only")
+    return WEIGHT_ONLY[args.method](**fields)

@@ -37,6 +37,7 @@ class ModelSummary:
     sparse_macs: int | None = None
     accuracy: float | None = None
     loss: float | None = None
+    perplexity: float | None = None
     peak_memory_bytes: int | None = None
     latency_ms: float | None = None
     latency_iqr_ms: float | None = None
@@ -125,6 +126,7 @@ def _pct(v: float) -> str:
 _SUMMARY_ROWS = [
     ("accuracy", "test accuracy", _pct),
     ("loss", "test loss", lambda v: f"{v:.4f}"),
+    ("perplexity", "test perplexity", lambda v: f"{v:.3f}"),
     ("params", "parameters", human_count),
     ("nonzero_params", "non-zero parameters", human_count),
     ("macs", "MACs / example", human_count),

@@ -1,4 +1,5 @@
-"""Embedded datasets (MNIST-1D, digits) and local-file loaders (MNIST, Fashion-MNIST, CIFAR-10) behind a registry.
+"""Embedded datasets (MNIST-1D, digits, Python source text for language models) and local-file loaders
+(MNIST, Fashion-MNIST, CIFAR-10) behind a registry.
 
 Example:
     >>> from effdl.data import get_dataset
@@ -6,13 +7,14 @@ Example:
     'mnist1d: 4000 train / 1000 test examples of shape (1, 40), 10 classes'
 """
 
-from effdl.data import cifar, digits, mnist, mnist1d  # noqa: F401  (registers the loaders)
+from effdl.data import cifar, digits, mnist, mnist1d, text  # noqa: F401  (registers the loaders)
 from effdl.data.base import DATASETS, DatasetSplits, cache_dir, get_dataset, list_datasets
 from effdl.data.cifar import load_cifar10
 from effdl.data.digits import load_digits
 from effdl.data.loaders import EpochSampler, calibration_subset, make_loader, split_validation
 from effdl.data.mnist import load_fashion_mnist, load_mnist, read_idx
 from effdl.data.mnist1d import load_mnist1d
+from effdl.data.text import decode_bytes, encode_bytes, load_pysource
 
 __all__ = [
     "DATASETS",
@@ -20,6 +22,8 @@ __all__ = [
     "EpochSampler",
     "cache_dir",
     "calibration_subset",
+    "decode_bytes",
+    "encode_bytes",
     "get_dataset",
     "list_datasets",
     "load_cifar10",
@@ -27,6 +31,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist",
     "load_mnist1d",
+    "load_pysource",
     "make_loader",
     "read_idx",
     "split_validation",

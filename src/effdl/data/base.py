@@ -31,7 +31,10 @@ class DatasetSplits:
             shape ``(N, *input_shape)`` and int64 labels (any Dataset of such pairs works, e.g. a Subset).
         test: test split, same layout.
         input_shape: shape of one example without the batch dimension, e.g. ``(1, 40)`` or ``(3, 32, 32)``.
-        num_classes: number of classes.
+        num_classes: number of classes (the vocabulary size of a language-model dataset).
+        task: ``"classification"`` (one label per example) or ``"language-model"`` (token inputs of shape
+            ``(length,)`` and the next token at every position as targets; models return logits of shape
+            ``(batch, vocabulary, length)``, the layout ``cross_entropy`` takes, and reports add perplexity).
 
     Example:
         >>> x = torch.zeros(4, 1, 3); y = torch.tensor([0, 1, 0, 1])
@@ -45,9 +48,15 @@ class DatasetSplits:
     test: Dataset
     input_shape: tuple[int, ...]
     num_classes: int
+    task: str = "classification"
 
     def describe(self) -> str:
         """One line: sizes, example shape, classes."""
+        if self.task == "language-model":
+            return (
+                f"{self.name}: {len(self.train)} train / {len(self.test)} test sequences of "
+                f"{self.input_shape[0]} tokens, vocabulary {self.num_classes}"
+            )
         return (
             f"{self.name}: {len(self.train)} train / {len(self.test)} test examples of shape "
             f"{tuple(self.input_shape)}, {self.num_classes} classes"

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from effdl.core.errors import ConfigError
 from effdl.core.modules import eval_mode
 
-__all__ = ["evaluate", "stack_batches"]
+__all__ = ["evaluate", "stack_batches", "targets_in"]
 
 
 def _batches(data: Any, batch_size: int) -> Iterable:
@@ -39,6 +39,9 @@ def evaluate(
         loss_fn: ``loss_fn(outputs, targets)`` returning the batch's *mean* loss, like ``nn.MSELoss()``; default
             cross-entropy. Accuracy is reported for integer targets and 2-D outputs only (``nan`` otherwise).
 
+    Outputs of shape ``(batch, classes, *positions)`` with integer targets ``(batch, *positions)`` (a language
+    model's logits) count every position as one example: the loss is per token and accuracy is per-token top-1.
+
     Example:
         >>> x = torch.randn(10, 4); y = torch.zeros(10, dtype=torch.long)
         >>> m = nn.Linear(4, 2)
@@ -47,23 +50,37 @@ def evaluate(
         >>> evaluate(m, torch.utils.data.TensorDataset(x, y))["accuracy"]
         1.0
     """
-    if loss_fn is None:
-        summed = lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum")  # noqa: E731
-    else:
-        summed = lambda out, y: loss_fn(out, y) * len(y)  # noqa: E731
     total_loss, correct, count, classify = 0.0, 0, 0, True
     with eval_mode(model), torch.no_grad():
         for x, y in _batches(data, batch_size):
             out = model(x)
-            total_loss += float(summed(out, y))
-            if classify and not y.dtype.is_floating_point and out.dim() == 2:
+            n = targets_in(out, y)
+            if loss_fn is None:
+                total_loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            else:
+                total_loss += float(loss_fn(out, y)) * n
+            if classify and not y.dtype.is_floating_point and out.dim() == y.dim() + 1:
                 correct += int((out.argmax(dim=1) == y).sum())
             else:
                 classify = False
-            count += len(y)
+            count += n
     if count == 0:
         return {"loss": float("nan"), "accuracy": float("nan")}
     return {"loss": total_loss / count, "accuracy": correct / count if classify else float("nan")}
+
+
+def targets_in(outputs: torch.Tensor, targets: torch.Tensor) -> int:
+    """How many predictions a batch holds: one per example, or one per position when integer targets carry
+    positions (``outputs`` of shape ``(batch, classes, *positions)``, ``targets`` of ``(batch, *positions)``).
+
+    Example:
+        >>> targets_in(torch.zeros(2, 5, 7), torch.zeros(2, 7, dtype=torch.long))
+        14
+        >>> targets_in(torch.zeros(2, 5), torch.zeros(2, dtype=torch.long))
+        2
+    """
+    positional = not targets.dtype.is_floating_point and targets.dim() >= 2 and outputs.dim() == targets.dim() + 1
+    return targets.numel() if positional else len(targets)
 
 
 def stack_batches(data: Dataset, batch_size: int, *, max_examples: int | None = None) -> list[tuple]:

@@ -4,6 +4,7 @@ size, with the measurement settings in one :class:`MeasureConfig`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from effdl.measure.evaluation import evaluate
 from effdl.measure.latency import measure_latency
 from effdl.measure.profiler import Profile, profile
 
-__all__ = ["SIZE_ESTIMATORS", "MeasureConfig", "model_size_bytes", "summarize", "summarize_quantized"]
+__all__ = ["SIZE_ESTIMATORS", "MeasureConfig", "model_size_bytes", "perplexity", "summarize", "summarize_quantized"]
 
 #: ``fn(model) -> bytes | None``: the size of a model stored the way it will be deployed, where that differs from
 #: its float state_dict (a family registers one, e.g. packed low-bit weights of a fake-quantized model)
@@ -70,8 +71,22 @@ def summarize(model: nn.Module, data: Any, measure: MeasureConfig | None = None)
     metrics = evaluate(model, data.test)
     prof = profile(model, data.example_inputs(measure.batch_size), threads=measure.threads, repeats=measure.repeats)
     summary = prof.summary(accuracy=metrics["accuracy"], loss=metrics["loss"])
+    summary.perplexity = perplexity(data, metrics["loss"])
     summary.size_bytes = model_size_bytes(model, summary.size_bytes)
     return summary, prof
+
+
+def perplexity(data: Any, loss: float | None) -> float | None:
+    """``exp(loss)`` (per token) for a language-model dataset, else None.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> perplexity(SimpleNamespace(task="language-model"), 0.0), perplexity(SimpleNamespace(), 1.0)
+        (1.0, None)
+    """
+    if getattr(data, "task", "classification") != "language-model" or loss is None or not math.isfinite(loss):
+        return None
+    return math.exp(min(loss, 700.0))
 
 
 def summarize_quantized(
@@ -90,6 +105,7 @@ def summarize_quantized(
         size_bytes=size_bytes,
         accuracy=metrics["accuracy"],
         loss=metrics["loss"],
+        perplexity=perplexity(data, metrics["loss"]),
         latency_ms=lat.median_ms,
         latency_iqr_ms=lat.iqr_ms,
         batch_size=lat.batch_size,

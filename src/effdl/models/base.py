@@ -18,6 +18,7 @@ __all__ = [
     "InputCheck",
     "check_example_inputs",
     "create_model",
+    "example_batch",
     "expect_inputs",
     "list_models",
     "model_spec",
@@ -36,6 +37,8 @@ def register_model(
     input_shape: Sequence[int],
     fixed_size: bool = True,
     train_defaults: dict[str, Any] | None = None,
+    inputs: str = "float",
+    num_classes: int = 10,
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Registers a model factory ``f(input_shape=..., num_classes=..., **kwargs) -> nn.Module``.
@@ -47,6 +50,9 @@ def register_model(
         fixed_size: whether the model needs exactly that spatial size (e.g. Flatten -> Linear) or takes any; used
             only for models that do not check their inputs themselves (see :func:`expect_inputs`).
         train_defaults: training settings known to work for this model (``TrainConfig`` field values).
+        inputs: what the model reads: ``"float"`` tensors or ``"tokens"`` (int64 ids below ``num_classes``, the
+            vocabulary of a language model); :func:`example_batch` makes a random batch of either.
+        num_classes: outputs when :func:`create_model` is not told (the vocabulary of a language model).
         **defaults: keyword arguments passed to the factory for this name (variants share one factory).
 
     Example:
@@ -62,6 +68,8 @@ def register_model(
             input_shape=tuple(input_shape),
             fixed_size=fixed_size,
             train_defaults=dict(train_defaults or {}),
+            inputs=inputs,
+            num_classes=num_classes,
             defaults=dict(defaults),
         )
         return factory
@@ -141,14 +149,14 @@ def _tracing() -> bool:
 
 
 def create_model(
-    name: str, *, input_shape: Sequence[int] | None = None, num_classes: int = 10, **kwargs: Any
+    name: str, *, input_shape: Sequence[int] | None = None, num_classes: int | None = None, **kwargs: Any
 ) -> nn.Module:
     """Builds a registered model; it remembers how it was built (:func:`model_spec`) so checkpoints can rebuild it.
 
     Args:
         name: registry name (``effdl models`` lists them).
         input_shape: shape of one example, e.g. ``(1, 40)``; defaults to the model's own.
-        num_classes: number of outputs.
+        num_classes: number of outputs (default: the model's own, 10 for classifiers).
         **kwargs: architecture options of the model's factory.
 
     Example:
@@ -162,6 +170,8 @@ def create_model(
     """
     entry = MODELS.entry(name)
     shape = tuple(int(s) for s in (input_shape if input_shape is not None else entry.meta["input_shape"]))
+    if num_classes is None:
+        num_classes = entry.meta.get("num_classes", 10)
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got num_classes={num_classes}")
     check_options(entry.name, entry.obj, kwargs, reserved=("input_shape", "num_classes"))
@@ -173,6 +183,29 @@ def create_model(
         check = expect_inputs(model, shape, fixed_size=entry.meta["fixed_size"])
     check.model_name = entry.name  # errors name the model as the user asked for it
     return model
+
+
+def example_batch(model: nn.Module | str, batch_size: int = 2, *, seed: int = 0) -> torch.Tensor:
+    """A random batch a registered model accepts (by name, or a model built by :func:`create_model`): standard
+    normal floats of its input shape, or uniform token ids below its vocabulary for language models.
+
+    Example:
+        >>> example_batch("cnn1d").shape
+        torch.Size([2, 1, 40])
+        >>> example_batch("test_gpt").dtype
+        torch.int64
+    """
+    spec = model_spec(model) if isinstance(model, nn.Module) else None
+    name = spec["name"] if spec else model
+    if not isinstance(name, str):
+        raise ConfigError("example_batch needs a registered model name or a model built by create_model")
+    entry = MODELS.entry(name)
+    shape = tuple(spec["input_shape"]) if spec else entry.meta["input_shape"]
+    g = torch.Generator().manual_seed(seed)
+    if entry.meta.get("inputs") == "tokens":
+        vocab = spec["num_classes"] if spec else entry.meta["num_classes"]
+        return torch.randint(0, vocab, (batch_size, *shape), generator=g)
+    return torch.randn(batch_size, *shape, generator=g)
 
 
 def model_spec(model: nn.Module) -> dict[str, Any] | None:

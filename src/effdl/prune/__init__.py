@@ -1,6 +1,6 @@
 """Pruning: structured (physically removes channels, neurons and heads, following residual, concat, depthwise and
-attention dependencies), unstructured magnitude masks, sensitivity analysis, lottery tickets and dynamic sparse
-training.
+attention dependencies), unstructured magnitude masks (also N:M), one-shot Wanda and SparseGPT, sensitivity
+analysis, lottery tickets and dynamic sparse training.
 
 Example:
     >>> import torch
@@ -18,6 +18,7 @@ from effdl.prune.criteria import CRITERIA, channel_scores
 from effdl.prune.dynamic import DynamicSparseTraining, DynamicSparsityConfig, erk_densities
 from effdl.prune.graph import Channel, DependencyGraph, Group, Site, build_dependency_graph, register_module_handler
 from effdl.prune.lottery import EarlyBird, LotteryResult, LotteryTicketConfig, RewindPoint, reinitialize_
+from effdl.prune.oneshot import OneShotPruneConfig, SparseGPTConfig, WandaConfig, sparsegpt_prune, wanda_mask
 from effdl.prune.sensitivity import SensitivityResult, sensitivity_analysis, sensitivity_config
 from effdl.prune.storage import load_sparse_state_dict, save_sparse
 from effdl.prune.structured import (
@@ -33,9 +34,11 @@ from effdl.prune.unstructured import (
     KeepSparsity,
     MagnitudePruneConfig,
     apply_masks_,
+    check_n_m,
     cubic_sparsity,
     magnitude_masks,
     masks_from_zeros,
+    n_m_mask,
     prunable_weights,
     sparsity_of,
 )
@@ -54,14 +57,18 @@ __all__ = [
     "LotteryResult",
     "LotteryTicketConfig",
     "MagnitudePruneConfig",
+    "OneShotPruneConfig",
     "PruningPlan",
     "RewindPoint",
     "SensitivityResult",
     "Site",
+    "SparseGPTConfig",
     "StructuredPruneConfig",
+    "WandaConfig",
     "apply_masks_",
     "build_dependency_graph",
     "channel_scores",
+    "check_n_m",
     "compute_scores",
     "cubic_sparsity",
     "erk_densities",
@@ -71,6 +78,7 @@ __all__ = [
     "make_plan",
     "masks_from_zeros",
     "measure_summary",
+    "n_m_mask",
     "plan_structured",
     "prunable_weights",
     "prune_",
@@ -82,7 +90,9 @@ __all__ = [
     "select_channels",
     "sensitivity_analysis",
     "sensitivity_config",
+    "sparsegpt_prune",
     "sparsity_of",
+    "wanda_mask",
     "zero_channels_",
 ]
 

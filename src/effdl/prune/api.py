@@ -14,9 +14,11 @@ from effdl.core.errors import CheckpointError, ConfigError
 from effdl.core.report import ModelSummary, Report
 from effdl.core.table import format_table
 from effdl.core.transform import TransformContext, apply_, register_transform
+from effdl.measure.activations import InputStats, calibration_batches, layer_by_layer
 from effdl.measure.profiler import profile
 from effdl.models.base import check_example_inputs
 from effdl.models.structure import register_structure
+from effdl.prune.oneshot import OneShotPruneConfig, SparseGPTConfig, oneshot_targets, sparsegpt_prune, wanda_mask
 from effdl.prune.structured import StructuredPruneConfig, plan_structured
 from effdl.prune.surgery import remove_channels_, resize_to_state_dict_
 from effdl.prune.unstructured import (
@@ -40,7 +42,7 @@ def measure_summary(model: nn.Module, example_inputs: Any) -> ModelSummary:
 
 def prune_(
     model: nn.Module,
-    config: StructuredPruneConfig | MagnitudePruneConfig,
+    config: StructuredPruneConfig | MagnitudePruneConfig | OneShotPruneConfig,
     *,
     example_inputs: Any,
     data: Iterable | None = None,
@@ -53,6 +55,8 @@ def prune_(
       heads: the result is a plain, smaller ``nn.Module``.
     - :class:`MagnitudePruneConfig` zeroes individual weights; keep them at zero while fine-tuning with
       :class:`KeepSparsity`.
+    - :class:`WandaConfig` and :class:`SparseGPTConfig` zero the weights of Linear layers in one shot from
+      calibration ``data`` (unstructured or N:M), layer by layer.
 
     Args:
         model: the model (changed in place; restored as it was if pruning fails half-way).
@@ -73,10 +77,10 @@ def prune_(
         >>> r.before.params > r.after.params, m.features[0].out_channels
         (True, 2)
     """
-    if not isinstance(config, StructuredPruneConfig | MagnitudePruneConfig):
+    if not isinstance(config, StructuredPruneConfig | MagnitudePruneConfig | OneShotPruneConfig):
         raise ConfigError(
-            f"prune_ does not know {type(config).__name__}; pass StructuredPruneConfig, L1FilterPruneConfig or "
-            "MagnitudePruneConfig (or call effdl.apply_ for any registered config)"
+            f"prune_ does not know {type(config).__name__}; pass StructuredPruneConfig, L1FilterPruneConfig, "
+            "MagnitudePruneConfig, WandaConfig or SparseGPTConfig (or call effdl.apply_ for any registered config)"
         )
     return apply_(model, config, example_inputs=example_inputs, data=data, loss_fn=loss_fn)
 
@@ -127,6 +131,52 @@ def _magnitude(model: nn.Module, config: MagnitudePruneConfig, context: Transfor
     return Report(command="prune", before=before, after=after, config=config.to_dict(), details=details)
 
 
+@register_transform(OneShotPruneConfig, keep_during_training=_keep_zeros)
+def _oneshot(model: nn.Module, config: OneShotPruneConfig, context: TransformContext) -> Report:
+    x = _inputs(model, context, "prune_")
+    before = measure_summary(model, x)
+    layers, dense = oneshot_targets(model, config.ignore)
+    if context.data is None:
+        raise ConfigError(
+            f"{config.method} prunes from calibration data; pass data= (batches of the training split), or use "
+            "MagnitudePruneConfig, which needs none"
+        )
+    batches = list(calibration_batches(context.data, config.calibration_batches))
+    rows: dict[str, dict[str, Any]] = {}
+    gram = isinstance(config, SparseGPTConfig)
+
+    def prune_layer(name: str, layer: nn.Module, stats: InputStats) -> None:
+        w = layer.weight
+        with torch.no_grad():
+            if gram:
+                new = sparsegpt_prune(w, stats.hessian(), config.ratio, n_m=config.n_m, damp=config.damp,
+                                      block_size=config.block_size)  # fmt: skip
+            else:
+                new = w.detach().float() * wanda_mask(w, stats.feature_norm(), config.ratio, config.n_m)
+            err = None
+            if stats.sample is not None:
+                ref = stats.sample @ w.detach().float().T
+                err = float((stats.sample @ new.T - ref).norm() / ref.norm().clamp(min=1e-12))
+            w.copy_(new.to(w.dtype))
+        rows[name] = {"layer": name, "weights": w.numel(), "sparsity": float((w == 0).float().mean()),
+                      "output_error": err}  # fmt: skip
+
+    layer_by_layer(model, layers, batches, prune_layer, gram=gram, max_sample=512, sequential=config.sequential)
+    total = sum(r["weights"] for r in rows.values())
+    details = {
+        "method": config.method,
+        "n_m": list(config.n_m) if config.n_m else None,
+        "sparsity": sum(r["sparsity"] * r["weights"] for r in rows.values()) / max(total, 1),
+        "calibration_batches": len(batches),
+        "layers": [rows[n] for n in layers],
+        "dense_layers": dense,
+    }
+    log.info("%s: %d layers at %.1f%% sparsity, %d left dense", config.describe(), len(rows),
+             100 * details["sparsity"], len(dense))  # fmt: skip
+    after = measure_summary(model, x)
+    return Report(command="prune", before=before, after=after, config=config.to_dict(), details=details)
+
+
 def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str, Any] | None:
     """The tensor shapes that differ from the freshly built model's (all of them, marked ``unchecked``, when the
     model has no spec to compare with)."""
@@ -134,9 +184,17 @@ def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str,
     if reference is None:
         return {"shapes": {k: list(v.shape) for k, v in own.items()}, "unchecked": True}
     ref = reference.state_dict()
-    changed = {
-        k: list(v.shape) for k, v in own.items() if k in ref and ref[k].numel() > 0 and ref[k].shape != v.shape
-    }
+    changed = {k: list(v.shape) for k, v in own.items() if k in ref and ref[k].numel() > 0 and ref[k].shape != v.shape}
+    # a layer whose weight is no longer a float tensor (packed low-bit codes) still has the width pruning gave it:
+    # its float weight shape, (out_features, in_features), is what a fresh model must be resized to first
+    references = dict(reference.named_modules())
+    for name, m in model.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if key in own or key not in ref or ref[key].dim() != 2 or name not in references:
+            continue
+        width = getattr(m, "out_features", None), getattr(m, "in_features", None)
+        if all(isinstance(v, int) for v in width) and tuple(ref[key].shape) != width:
+            changed[key] = list(width)
     return {"shapes": changed} if changed else None
 
 
@@ -157,7 +215,10 @@ def _restore_shapes(model: nn.Module, record: dict[str, Any]) -> None:
     if resized and record.get("unchecked"):
         log.warning(
             "resized %d tensors of the given %s to the checkpoint's (smaller) shapes, e.g. %s; the checkpoint has no "
-            "model spec to confirm they come from pruning it", len(resized), type(model).__name__, resized[0]
+            "model spec to confirm they come from pruning it",
+            len(resized),
+            type(model).__name__,
+            resized[0],
         )
 
 

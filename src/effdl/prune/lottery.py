@@ -66,7 +66,7 @@ class LotteryTicketConfig(Config):
 
         Example:
             >>> LotteryTicketConfig(ratio=0.5, scope="layer").round_config(2)
-            MagnitudePruneConfig(ratio=0.75, scope='layer', per_layer={}, ignore=())
+            MagnitudePruneConfig(ratio=0.75, scope='layer', per_layer={}, ignore=(), n_m=None)
         """
         return MagnitudePruneConfig(ratio=1.0 - (1.0 - self.ratio) ** r, scope=self.scope, ignore=self.ignore)
 

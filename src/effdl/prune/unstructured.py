@@ -20,9 +20,11 @@ __all__ = [
     "KeepSparsity",
     "MagnitudePruneConfig",
     "apply_masks_",
+    "check_n_m",
     "cubic_sparsity",
     "magnitude_masks",
     "masks_from_zeros",
+    "n_m_mask",
     "prunable_weights",
     "sparsity_of",
 ]
@@ -42,6 +44,8 @@ class MagnitudePruneConfig(Config):
         per_layer: ``{module name or regex: ratio}`` overrides (layer scope; under global scope, the matching
             layers are pruned layer-wise and left out of the global ranking).
         ignore: module names or regexes left dense.
+        n_m: ``(N, M)``: keep the N largest of every M consecutive weights of each output row (layer scope; the
+            ratio must be ``1 - N/M``).
 
     Example:
         >>> MagnitudePruneConfig(ratio=0.9, scope="global").scope
@@ -53,19 +57,64 @@ class MagnitudePruneConfig(Config):
     scope: str = "global"
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
     ignore: tuple[str, ...] = ()
+    n_m: tuple[int, int] | None = None
 
     def validate(self) -> None:
         check_range("ratio", self.ratio, 0.0, 1.0, high_open=True, hint="use ratio=0.9 to zero 90% of weights")
         check_choice("scope", self.scope, ("layer", "global"))
+        check_n_m(self.n_m, self.ratio)
+        if self.n_m and (self.scope != "layer" or self.per_layer):
+            raise ConfigError("n_m is a per-row pattern: use it with scope='layer' and no per_layer ratios")
         for name, s in self.per_layer.items():
             check_range(f"per_layer[{name!r}]", s, 0.0, 1.0, high_open=True)
 
     def describe(self) -> str:
-        return f"prune magnitude {self.ratio:.0%}"
+        return f"prune magnitude {f'{self.n_m[0]}:{self.n_m[1]}' if self.n_m else f'{self.ratio:.0%}'}"
 
     @classmethod
     def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
         return rename_fields(cls, data, {"sparsity": "ratio"})
+
+
+def check_n_m(n_m: tuple[int, int] | None, ratio: float) -> None:
+    """Checks an N:M pattern (N kept of every M) against the ratio it implies.
+
+    Example:
+        >>> check_n_m((2, 4), 0.5)
+        >>> check_n_m((4, 4), 0.0)
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.ConfigError: n_m=(4, 4) keeps N=4 of every M=4 weights; N must be in [1, M), e.g. n_m=(2, 4)
+    """
+    if n_m is None:
+        return
+    if len(n_m) != 2 or not all(isinstance(v, int) for v in n_m):
+        raise ConfigError(f"n_m must be two integers (N kept of every M), got n_m={n_m!r}; e.g. n_m=(2, 4)")
+    n, m = n_m
+    if not 1 <= n < m:
+        raise ConfigError(f"n_m={tuple(n_m)} keeps N={n} of every M={m} weights; N must be in [1, M), e.g. n_m=(2, 4)")
+    implied = 1 - n / m
+    if abs(ratio - implied) > 1e-9:
+        raise ConfigError(
+            f"n_m={tuple(n_m)} zeroes {implied:.0%} of the weights but ratio={ratio}; pass ratio={implied:g} with it "
+            "(or leave n_m out for unstructured sparsity)"
+        )
+
+
+def n_m_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keeps the ``n`` highest scores of every ``m`` consecutive entries of each row: bool mask like ``scores``.
+
+    Example:
+        >>> n_m_mask(torch.tensor([[1.0, 4.0, 2.0, 3.0]]), 2, 4).int().tolist()
+        [[0, 1, 0, 1]]
+    """
+    rows, cols = scores.shape[0], scores[0].numel()
+    if cols % m:
+        raise ConfigError(f"N:M needs the input features ({cols}) to be a multiple of M={m}")
+    g = scores.reshape(rows, cols // m, m)
+    keep = torch.zeros_like(g, dtype=torch.bool)
+    keep.scatter_(2, g.topk(n, dim=2, sorted=False).indices, True)
+    return keep.reshape(scores.shape)
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -111,7 +160,9 @@ def magnitude_masks(model: nn.Module, config: MagnitudePruneConfig) -> Masks:
     ranked = {}
     for name, w in weights.items():
         own = last_match(name, config.per_layer)
-        if config.scope == "layer" or own is not None:
+        if config.n_m is not None:
+            masks[name] = n_m_mask(w.detach().abs().reshape(w.shape[0], -1), *config.n_m).view_as(w)
+        elif config.scope == "layer" or own is not None:
             s = config.ratio if own is None else own
             masks[name] = _topk_mask(w.detach().abs(), round(w.numel() * (1 - s)))
         else:

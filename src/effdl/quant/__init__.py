@@ -1,6 +1,7 @@
 """Quantization: pure quantize/dequantize math, observers, BatchNorm folding, fake-quant layers for PTQ and QAT at
 any bit width (STE, LSQ), real int8 execution (torch.ao / onnxruntime), an integer-exact inference engine,
-low-bit accumulators (WrapNet), mixed precision and quantized-training studies.
+low-bit accumulators (WrapNet), mixed precision, quantized-training studies, and weight-only int4/int8
+(RTN, GPTQ, AWQ, HQQ) on PyTorch's CPU kernels.
 
 Example:
     >>> import torch
@@ -41,15 +42,28 @@ from effdl.quant.modules import (
 from effdl.quant.observers import OBSERVERS, Observer, create_observer
 from effdl.quant.qat import FreezeQuantizers, OverflowPenalty
 from effdl.quant.training import TRAINING_METHODS, QuantizedWeightTraining
+from effdl.quant.weight_only import (
+    AWQConfig,
+    GPTQConfig,
+    HQQConfig,
+    RTNConfig,
+    WeightOnlyConfig,
+    WeightOnlyLinear,
+    bits_per_weight,
+    weight_only_layers,
+)
 
 __all__ = [
     "OBSERVERS",
     "QUANT_LAYERS",
     "RUNTIMES",
     "TRAINING_METHODS",
+    "AWQConfig",
     "Accumulator",
     "FakeQuantizer",
     "FreezeQuantizers",
+    "GPTQConfig",
+    "HQQConfig",
     "Int8Config",
     "Int8Model",
     "IntegerEngine",
@@ -65,8 +79,12 @@ __all__ = [
     "QuantLayer",
     "QuantLinear",
     "QuantizedWeightTraining",
+    "RTNConfig",
+    "WeightOnlyConfig",
+    "WeightOnlyLinear",
     "allocate_bits",
     "available_runtimes",
+    "bits_per_weight",
     "calibrate",
     "convert_int8",
     "create_observer",
@@ -83,4 +101,5 @@ __all__ = [
     "quantized_layers",
     "quantized_size_bytes",
     "restore_quantized_",
+    "weight_only_layers",
 ]

@@ -23,6 +23,7 @@ from effdl.models.structure import register_structure
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
 from effdl.quant.modules import QUANT_LAYERS, Accumulator, FakeQuantizer, QuantLayer
+from effdl.quant.weight_only.config import WeightOnlyConfig
 
 __all__ = [
     "calibrate",
@@ -285,13 +286,16 @@ def _summary(model: nn.Module, x: Any, size: int | None = None) -> ModelSummary:
 
 def quantize_(
     model: nn.Module,
-    config: QuantConfig,
+    config: QuantConfig | WeightOnlyConfig,
     *,
     example_inputs: Any,
     data: Any = None,
     calibration_batches: int = 8,
 ) -> Report:
     """Quantizes ``model`` in place (simulated, fake-quant) as ``config`` says and reports what changed.
+
+    A weight-only config (:class:`~effdl.quant.RTNConfig`, ``GPTQConfig``, ``AWQConfig``, ``HQQConfig``) instead
+    stores Linear weights as packed int4/int8 run by PyTorch's CPU kernels; GPTQ and AWQ calibrate on ``data``.
 
     Folds BatchNorm, swaps Conv/Linear layers for fake-quantized ones, calibrates activation ranges on ``data``
     (or on ``example_inputs`` alone when no data is given), and with ``config.lsq`` turns the scales into learned
@@ -315,9 +319,10 @@ def quantize_(
         >>> r.after.size_bytes < r.before.size_bytes / 4
         True
     """
-    if not isinstance(config, QuantConfig):
+    if not isinstance(config, QuantConfig | WeightOnlyConfig):
         raise ConfigError(
-            f"quantize_ takes a QuantConfig, got {type(config).__name__}; for real int8 execution call "
+            f"quantize_ takes a QuantConfig or a weight-only config (RTNConfig, GPTQConfig, AWQConfig, HQQConfig), "
+            f"got {type(config).__name__}; for real int8 execution call "
             "convert_int8(model, Int8Config(...), example_inputs=..., data=...)"
         )
     return apply_(

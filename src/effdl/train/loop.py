@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from effdl.core.errors import ConfigError
 from effdl.core.seed import get_rng_state, seed_everything, set_rng_state
 from effdl.data.loaders import make_loader
-from effdl.measure.evaluation import evaluate
+from effdl.measure.evaluation import evaluate, targets_in
 from effdl.train.callbacks import Callback
 from effdl.train.config import TrainConfig
 from effdl.train.distributed import DistContext
@@ -173,9 +173,11 @@ class Trainer:
         for batch in batches:
             loss, out = self._step(net, batch)
             y = batch[1]
-            run["loss_sum"] += loss * len(y)
-            run["correct"] += int((out.argmax(dim=1) == y).sum())
-            run["seen"] += len(y)
+            n = targets_in(out, y)  # examples, or tokens for a language model's (batch, vocab, length) logits
+            run["loss_sum"] += loss * n
+            if out.dim() == y.dim() + 1:
+                run["correct"] += int((out.argmax(dim=1) == y).sum())
+            run["seen"] += n
             self.step += 1
             self.batch_in_epoch += 1
             if hasattr(batches, "set_postfix"):
