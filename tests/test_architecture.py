@@ -28,6 +28,7 @@ LAYERS = {
     "analysis": 3,
     "nas": 3,
     "unroll": 3,
+    "unlearn": 3,
     "cli": 4,
     "__main__": 4,
 }

@@ -26,6 +26,7 @@ from effdl.cli.compress import add_sweep as _add_sweep
 from effdl.cli.nas import add_nas as _add_nas
 from effdl.cli.prune import add_prune as _add_prune
 from effdl.cli.quantize import add_quantize as _add_quantize
+from effdl.cli.unlearn import add_unlearn as _add_unlearn
 from effdl.cli.unroll import add_unroll as _add_unroll
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
@@ -303,6 +304,7 @@ REGISTER = [
     _add_sharpness,
     _add_nas,
     _add_unroll,
+    _add_unlearn,
     _add_models,
     _add_datasets,
 ]

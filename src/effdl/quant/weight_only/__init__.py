@@ -21,7 +21,7 @@ from effdl.quant.weight_only.config import (
     RTNConfig,
     WeightOnlyConfig,
 )
-from effdl.quant.weight_only.math import Grid, awq_input_scale, dequantize, gptq, group_grid, hqq, rtn
+from effdl.quant.weight_only.math import Grid, awq_clip, awq_input_scale, dequantize, gptq, group_grid, hqq, rtn
 from effdl.quant.weight_only.modules import KERNELS, WeightOnlyLinear
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "RTNConfig",
     "WeightOnlyConfig",
     "WeightOnlyLinear",
+    "awq_clip",
     "awq_input_scale",
     "bits_per_weight",
     "dequantize",

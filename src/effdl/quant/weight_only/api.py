@@ -28,7 +28,7 @@ from effdl.quant.weight_only.config import (
     HQQConfig,
     WeightOnlyConfig,
 )
-from effdl.quant.weight_only.math import Grid, awq_input_scale, gptq, hqq, rtn
+from effdl.quant.weight_only.math import Grid, awq_clip, awq_input_scale, gptq, hqq, rtn
 from effdl.quant.weight_only.modules import WeightOnlyLinear
 
 __all__ = ["bits_per_weight", "weight_only_layers", "weight_only_targets"]
@@ -112,7 +112,10 @@ def _grid(config: WeightOnlyConfig, w: torch.Tensor, stats: InputStats | None) -
     if isinstance(config, AWQConfig):
         s, _, _ = awq_input_scale(w, stats.sample, stats.mean_abs(), config.bits, gs, symmetric=config.symmetric,
                                   grid=config.grid)  # fmt: skip
-        return rtn(w * s, config.bits, gs, symmetric=config.symmetric), s
+        if not config.clip:
+            return rtn(w * s, config.bits, gs, symmetric=config.symmetric), s
+        rows = stats.sample[: config.clip_samples] / s  # what the scaled weight multiplies
+        return awq_clip(w * s, rows, config.bits, gs, symmetric=config.symmetric, grid=config.grid), s
     if isinstance(config, HQQConfig):
         return hqq(w, config.bits, gs, iters=config.iters, lp_norm=config.lp_norm, beta=config.beta,
                    kappa=config.kappa), None  # fmt: skip

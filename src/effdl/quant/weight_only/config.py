@@ -128,8 +128,9 @@ class AWQConfig(_Calibrated):
     weights of salient features; the layer divides its input by them before the int kernel.
 
     Attributes:
-        grid: points of the ``alpha`` search in ``[0, 1)``.
+        grid: points of the ``alpha`` search in ``[0, 1)`` (and of the clipping search).
         samples: input rows kept per layer for the search.
+        clip: also search each group's range shrink (AWQ's clipping step), on ``clip_samples`` of those rows.
 
     Example:
         >>> AWQConfig(grid=10).grid
@@ -138,11 +139,14 @@ class AWQConfig(_Calibrated):
 
     grid: int = 20
     samples: int = 4096
+    clip: bool = True
+    clip_samples: int = 512
 
     def validate(self) -> None:
         super().validate()
         check_range("grid", self.grid, 1, hint="use grid=20")
         check_range("samples", self.samples, 1, hint="use samples=4096")
+        check_range("clip_samples", self.clip_samples, 1, hint="use clip_samples=512")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

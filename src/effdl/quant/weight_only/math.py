@@ -20,6 +20,7 @@ from effdl.core.errors import ConfigError
 
 __all__ = [
     "Grid",
+    "awq_clip",
     "awq_input_scale",
     "dequantize",
     "gptq",
@@ -62,8 +63,11 @@ def _groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return w.reshape(out, k // group_size, group_size)
 
 
-def group_grid(w: torch.Tensor, bits: int, group_size: int, *, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min-max ``(scale, offset)`` per group of ``w`` (out, in), both (out, groups) bfloat16.
+def group_grid(
+    w: torch.Tensor, bits: int, group_size: int, *, symmetric: bool, clip: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max ``(scale, offset)`` per group of ``w`` (out, in), both (out, groups) bfloat16; ``clip`` (out,
+    groups) in (0, 1] shrinks each group's range (weights outside it are clamped when quantized).
 
     Example:
         >>> s, o = group_grid(torch.tensor([[-1.0, 0.0, 0.5, 2.0]]), 4, 4, symmetric=False)
@@ -73,12 +77,13 @@ def group_grid(w: torch.Tensor, bits: int, group_size: int, *, symmetric: bool) 
     g = _groups(w.float(), group_size)
     qmax = 2**bits - 1
     mid = 2 ** (bits - 1)
+    shrink = 1.0 if clip is None else clip.float()
     if symmetric:
-        scale = g.abs().amax(-1) / (mid - 1)  # codes mid-(mid-1) .. mid+(mid-1): a grid symmetric around zero
+        scale = g.abs().amax(-1) * shrink / (mid - 1)  # codes mid-(mid-1) .. mid+(mid-1): symmetric around zero
         offset = torch.zeros_like(scale)
     else:
-        lo = g.amin(-1).clamp(max=0.0)  # zero stays exactly representable (Jacob et al. 2018)
-        hi = g.amax(-1).clamp(min=0.0)
+        lo = g.amin(-1).clamp(max=0.0) * shrink  # zero stays exactly representable (Jacob et al. 2018)
+        hi = g.amax(-1).clamp(min=0.0) * shrink
         scale = (hi - lo) / qmax
         zero = torch.round(-lo / scale.clamp(min=1e-12)).clamp(0, qmax)
         offset = (mid - zero) * scale
@@ -270,6 +275,41 @@ def awq_input_scale(
         if err < best:
             best, best_s = err, s
     return best_s, best, plain
+
+
+def awq_clip(
+    w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int, *, symmetric: bool, grid: int = 20,
+    max_shrink: float = 0.5,
+) -> Grid:  # fmt: skip
+    """AWQ's clipping search (Lin et al. 2024, the ``auto_clip`` step of the reference code): for every group of
+    every output row, the range shrink in ``[1 - max_shrink, 1]`` (``grid`` points) whose quantized group gives the
+    smallest error of that group's contribution to the output, ``mean_rows (x_g . (w_g - q_g))^2``, on the sample
+    rows ``x``. Shrink 1 is the min-max grid, so no group gets worse than round-to-nearest.
+
+    Example:
+        >>> _ = torch.manual_seed(0); x = torch.randn(64, 32); w = torch.randn(8, 32)
+        >>> err = lambda g: float(((x @ (w - g.dequantize()).T) ** 2).mean())
+        >>> err(awq_clip(w, x, 4, 32, symmetric=False)) <= err(rtn(w, 4, 32, symmetric=False))
+        True
+    """
+    w = w.detach().float()
+    out, k = w.shape
+    groups = k // group_size
+    xg = x.float().reshape(len(x), groups, group_size)  # (rows, groups, size)
+    best_err = torch.full((out, groups), math.inf)
+    best = torch.ones(out, groups)
+    for n in range(grid):
+        ratio = 1.0 - max_shrink * n / grid
+        clip = torch.full((out, groups), ratio)
+        scale, offset = group_grid(w, bits, group_size, symmetric=symmetric, clip=clip)
+        diff = (w - dequantize(quantize_codes(w, scale, offset, bits), scale, offset, bits, group_size))
+        diff = diff.reshape(out, groups, group_size)
+        err = torch.einsum("rgs,ogs->rog", xg, diff).pow(2).mean(0)  # (out, groups)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best = torch.where(better, clip, best)
+    scale, offset = group_grid(w, bits, group_size, symmetric=symmetric, clip=best)
+    return Grid(quantize_codes(w, scale, offset, bits), scale, offset, bits, group_size)
 
 
 def hqq(

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effdl.core.errors import ConfigError
+from effdl.core.errors import ConfigError, UnsupportedError
 from effdl.quant.weight_only.math import Grid, dequantize, pack_int4, unpack_int4
 
 __all__ = ["KERNELS", "WeightOnlyLinear"]
@@ -123,6 +123,11 @@ class WeightOnlyLinear(nn.Module):
         return self._cache
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            raise UnsupportedError(
+                "weight-only layers run in PyTorch's CPU int4/int8 kernels, which have no ONNX form; deploy the model "
+                "in PyTorch (effdl.models.save_model / load_model)"
+            )
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         if self.input_scale is not None:
