@@ -43,6 +43,8 @@ def _dominates(sweep: list[dict]) -> bool:
     accuracies (lower on forget, higher on retain)."""
     ours = [r for r in sweep if r["method"] == "noise-target"]
     theirs = [r for r in sweep if r["method"] == "gradient-ascent"]
+    if not ours or not theirs:
+        raise ValueError("the trade-off sweep lacks one of the two methods")
     return all(any(o["forget_accuracy"] <= t["forget_accuracy"] and o["retain_accuracy"] >= t["retain_accuracy"]
                    for o in ours) for t in theirs)  # fmt: skip
 

@@ -97,3 +97,6 @@ def test_the_study_runs_end_to_end(tmp_path):
     assert (tmp_path / "grids.png").stat().st_size > 0 and (tmp_path / "tradeoff.png").is_file()
     assert (tmp_path / "report.json").is_file()
     assert 0 < report.details["steps_vs_retraining"] < 1
+    sweep = report.details["tradeoff"]
+    assert [(r["method"], r.get("alpha"), r.get("ascent_steps")) for r in sweep] == [
+        ("noise-target", 1.0, None), ("gradient-ascent", None, 3)]  # fmt: skip

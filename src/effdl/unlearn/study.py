@@ -47,7 +47,7 @@ class UnlearnStudyConfig(Config):
 
     forget: tuple[int, ...] = (0, 1)
     alpha: float = 0.3
-    alphas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
+    alphas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
     ascent_steps: tuple[int, ...] = (10, 30, 100, 300)
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     epochs: int = 40
@@ -117,13 +117,12 @@ def run_study(config: UnlearnStudyConfig, *, out_dir: str | os.PathLike | None =
     for alpha in config.alphas:
         m = copy.deepcopy(original)
         unlearn_(m, base.replace(method="noise-target", alpha=alpha), forget=forget_x, retain=retain_real)
-        sweep.append({"method": "noise-target", "alpha": alpha, **_row("", m, classifier, sets, seconds=None,
-                                                                          steps=base.steps)})  # fmt: skip
+        row = _row("noise-target", m, classifier, sets, seconds=None, steps=base.steps)
+        sweep.append({**row, "alpha": alpha})
     for n in config.ascent_steps:
         m = copy.deepcopy(original)
         unlearn_(m, base.replace(method="gradient-ascent", steps=n), forget=forget_x, retain=retain_real)
-        sweep.append({"method": "gradient-ascent", "ascent_steps": n, **_row("", m, classifier, sets, seconds=None,
-                                                                               steps=n)})  # fmt: skip
+        sweep.append({**_row("gradient-ascent", m, classifier, sets, seconds=None, steps=n), "ascent_steps": n})
     details = {
         "forget_classes": list(forget),
         "judge_accuracy_on_real_images": judge,
