@@ -125,6 +125,7 @@ def _run(model: nn.Module, config: UnlearnConfig, forget: torch.Tensor, retain: 
     params = list(model.encoder.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
     g = torch.Generator().manual_seed(config.seed)
+    was_training = model.training
     model.eval()  # no dropout or batch statistics in this model family; eval keeps the decoder exactly as it was
     t0 = time.perf_counter()
     losses = []
@@ -140,6 +141,7 @@ def _run(model: nn.Module, config: UnlearnConfig, forget: torch.Tensor, retain: 
     finally:
         for p in frozen:
             p.requires_grad_(True)
+        model.train(was_training)
     seconds = time.perf_counter() - t0
     log.info("%s: final loss %.4g in %.1f s", config.describe(), losses[-1], seconds)
     details = {"method": config.method, "steps": config.steps, "seconds": seconds, "final_loss": losses[-1],
