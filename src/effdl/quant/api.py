@@ -307,7 +307,7 @@ def quantize_(
         config: a :class:`QuantConfig`.
         example_inputs: a batch the model accepts (for MACs, and calibration when ``data`` is None).
         data: calibration batches (DataLoader, Dataset, or iterable of tensors / ``(inputs, targets)``).
-        calibration_batches: how many batches of ``data`` to use.
+        calibration_batches: how many batches of ``data`` to use (weight-only configs carry their own).
 
     Returns:
         A :class:`~effdl.core.Report`; ``after.size_bytes`` counts packed ``bits_w``-bit weights.
