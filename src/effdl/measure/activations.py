@@ -16,7 +16,14 @@ from torch.utils.data import DataLoader, Dataset
 from effdl.core.errors import ConfigError, ShapeError
 from effdl.core.modules import eval_mode
 
-__all__ = ["InputStats", "calibration_batches", "collect_input_stats", "execution_order", "layer_by_layer"]
+__all__ = [
+    "InputStats",
+    "calibration_batches",
+    "collect_input_stats",
+    "execution_order",
+    "inverse_hessian_factor",
+    "layer_by_layer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,37 @@ class InputStats:
     def mean_abs(self) -> torch.Tensor:
         """Mean ``|x_j|`` per input feature (AWQ's activation magnitude)."""
         return self.abs_sum / max(self.rows, 1)
+
+
+def inverse_hessian_factor(
+    w: torch.Tensor, hessian: torch.Tensor, *, damp: float, method: str, perm: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The common start of GPTQ and SparseGPT: the weight (out, in) as float32 with the columns of dead inputs
+    (zero Hessian diagonal) zeroed, optionally permuted by ``perm``, and the upper Cholesky factor of the inverse of
+    the damped Hessian (``damp`` times its mean diagonal added), float32. ``method`` names the caller in errors.
+
+    Example:
+        >>> x = torch.randn(64, 4); x[:, 3] = 0
+        >>> w, u = inverse_hessian_factor(torch.ones(2, 4), 2 * x.T @ x / 64, damp=0.01, method="GPTQ")
+        >>> w[:, 3].tolist(), u.shape, bool(torch.allclose(u, u.triu()))
+        ([0.0, 0.0], torch.Size([4, 4]), True)
+    """
+    W = w.detach().float().clone()
+    H = hessian.detach().double().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    if perm is not None:
+        W, H = W[:, perm], H[perm][:, perm]
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], dtype=H.dtype)
+    try:
+        factor = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"{method}: the layer's input Hessian is not positive definite even with damp={damp} ({exc}); raise "
+            "damp (e.g. damp=0.1) or calibrate on more data"
+        ) from exc
+    return W, factor
 
 
 def calibration_batches(data: Any, batches: int) -> Iterator[tuple]:

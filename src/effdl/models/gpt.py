@@ -12,8 +12,9 @@ from torch.nn import functional as F
 
 from effdl.core.errors import ConfigError, ShapeError
 from effdl.models.base import InputCheck, _tracing, register_model
+from effdl.models.vit import TransformerBlock
 
-__all__ = ["GPT", "CausalSelfAttention", "DecoderBlock", "TokenCheck"]
+__all__ = ["GPT", "CausalSelfAttention", "TokenCheck"]
 
 
 class TokenCheck(InputCheck):
@@ -69,22 +70,6 @@ class CausalSelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
 
 
-class DecoderBlock(nn.Module):
-    """Pre-norm block: ``x + attn(LN(x))`` then ``x + mlp(LN(x))``."""
-
-    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, num_heads=num_heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class GPT(nn.Module):
     """Token and position embeddings, decoder blocks, a final LayerNorm and an untied output layer.
 
@@ -107,7 +92,8 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Embedding(context, dim)
         self.blocks = nn.Sequential(
-            *(DecoderBlock(dim, num_heads=num_heads, mlp_ratio=mlp_ratio) for _ in range(depth))
+            *(TransformerBlock(dim, num_heads=num_heads, mlp_ratio=mlp_ratio, attention=CausalSelfAttention)
+              for _ in range(depth))
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)

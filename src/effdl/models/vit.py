@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -44,18 +44,21 @@ class Attention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: ``x + attn(LN(x))`` then ``x + mlp(LN(x))``.
+    """Pre-norm block: ``x + attn(LN(x))`` then ``x + mlp(LN(x))``; ``attention(dim, num_heads=...)`` builds the
+    attention (bidirectional :class:`Attention` by default; the language model passes a causal one).
 
     Example:
         >>> TransformerBlock(16, num_heads=2, mlp_ratio=2.0)(torch.zeros(1, 5, 16)).shape
         torch.Size([1, 5, 16])
     """
 
-    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, *, num_heads: int, mlp_ratio: float, attention: Callable[..., nn.Module] = Attention
+    ) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads=num_heads)
+        self.attn = attention(dim, num_heads=num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 

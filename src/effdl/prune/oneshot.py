@@ -14,6 +14,7 @@ from torch import nn
 
 from effdl.core.config import Config, check_range, name_matches
 from effdl.core.errors import ConfigError, UnsupportedError
+from effdl.measure.activations import inverse_hessian_factor
 from effdl.prune.unstructured import check_n_m, n_m_mask
 
 __all__ = [
@@ -148,19 +149,7 @@ def sparsegpt_prune(
         (0.5, True)
     """
     k = w.shape[1]
-    W = w.detach().float().clone()
-    H = hessian.detach().double().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(k, dtype=H.dtype)
-    try:
-        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"SparseGPT: the layer's input Hessian is not positive definite even with damp={damp} ({exc}); raise "
-            "damp (e.g. damp=0.1) or calibrate on more data"
-        ) from exc
+    W, Hinv = inverse_hessian_factor(w, hessian, damp=damp, method="SparseGPT")
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
         W1 = W[:, i1:i2].clone()

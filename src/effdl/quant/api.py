@@ -4,18 +4,18 @@ plus calibration and the helpers around it. Real int8 execution is :func:`effdl.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from effdl.core.config import name_matches
 from effdl.core.errors import ConfigError, ShapeError, UnsupportedError
 from effdl.core.modules import eval_mode, swap_module_
 from effdl.core.report import ModelSummary, Report
 from effdl.core.transform import TransformContext, apply_, register_transform
+from effdl.measure.activations import calibration_batches
 from effdl.measure.profiler import profile
 from effdl.measure.summary import SIZE_ESTIMATORS
 from effdl.models.base import check_example_inputs
@@ -102,38 +102,16 @@ def _names(model: nn.Module) -> str:
     return ", ".join(n for n, m in model.named_modules() if type(m) in QUANT_LAYERS) or "(none)"
 
 
-def _batches(data: Any, batch_size: int = 64) -> Iterable:
-    if isinstance(data, Dataset) and not isinstance(data, DataLoader):
-        return DataLoader(data, batch_size=batch_size, shuffle=False)
-    return data
-
-
 def calibration_inputs(data: Any, batches: int) -> Iterator[tuple]:
     """Yields the input tuples of up to ``batches`` batches of ``data`` (a DataLoader, a Dataset, or an iterable of
-    tensors or ``(inputs, targets)``); raises :class:`ConfigError` if there are none.
+    tensors or ``(inputs, targets)``); raises :class:`ConfigError` if there are none. The same reader as one-shot
+    methods use (:func:`effdl.measure.activations.calibration_batches`).
 
     Example:
         >>> [x[0].shape for x in calibration_inputs([torch.zeros(2, 3)] * 5, 2)]
         [torch.Size([2, 3]), torch.Size([2, 3])]
     """
-    if batches < 1:
-        raise ConfigError(f"batches must be >= 1, got {batches}")
-    used = 0
-    for batch in _batches(data):
-        yield _inputs(batch)
-        used += 1
-        if used >= batches:
-            return
-    if used == 0:
-        raise ConfigError("calibration got no data (an empty dataset or loader); pass at least one batch")
-
-
-def _inputs(batch: Any) -> tuple:
-    if isinstance(batch, torch.Tensor):
-        return (batch,)
-    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
-        return (batch[0],)  # (inputs, targets)
-    raise ShapeError(f"calibration batches must be tensors or (inputs, targets) tuples, got {type(batch).__name__}")
+    yield from calibration_batches(data, batches)
 
 
 @torch.no_grad()

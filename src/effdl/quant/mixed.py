@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from effdl.core.config import check_choice, check_range, name_matches
 from effdl.core.errors import ConfigError
@@ -31,7 +32,6 @@ from effdl.core.table import format_table
 from effdl.measure.curvature import hessian_trace
 from effdl.measure.evaluation import evaluate
 from effdl.measure.macs import module_macs
-from effdl.quant.api import _batches
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
 from effdl.quant.math import check_bits
@@ -254,7 +254,8 @@ def mixed_precision(
                 scores[n][b] = max(0.0, baseline - _accuracy(trial, data))
     else:
         batches = []
-        for batch in _batches(data, 128):
+        source = DataLoader(data, batch_size=128) if isinstance(data, Dataset) else data
+        for batch in source:
             batches.append(batch)
             if len(batches) >= hessian_batches:
                 break

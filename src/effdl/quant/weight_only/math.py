@@ -17,6 +17,7 @@ import math
 import torch
 
 from effdl.core.errors import ConfigError
+from effdl.measure.activations import inverse_hessian_factor
 
 __all__ = [
     "Grid",
@@ -188,31 +189,23 @@ def gptq(
         True
     """
     out, k = w.shape
-    W = w.detach().float().clone()
-    H = hessian.detach().double().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
     groups = k // group_size
     scale = torch.empty(out, groups, dtype=torch.bfloat16)
     offset = torch.empty(out, groups, dtype=torch.bfloat16)
+    perm = None
     if act_order:
-        for gi in range(groups):  # static groups: the grid of every group comes from the original weights
+        diag = torch.diag(hessian)
+        perm = torch.argsort(torch.where(diag == 0, diag.new_ones(()), diag), descending=True, stable=True)
+    W, Hinv = inverse_hessian_factor(w, hessian, damp=damp, method="GPTQ", perm=perm)
+    if act_order:  # static groups: the grid of every group comes from the original (dead-zeroed) weights
+        original = torch.empty_like(W)
+        original[:, perm] = W
+        for gi in range(groups):
             sl = slice(gi * group_size, (gi + 1) * group_size)
-            scale[:, gi : gi + 1], offset[:, gi : gi + 1] = group_grid(W[:, sl], bits, group_size,
+            scale[:, gi : gi + 1], offset[:, gi : gi + 1] = group_grid(original[:, sl], bits, group_size,
                                                                       symmetric=symmetric)  # fmt: skip
-        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
     else:
         perm = torch.arange(k)
-    W, H = W[:, perm], H[perm][:, perm]
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(k, dtype=H.dtype)
-    try:
-        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"GPTQ: the layer's input Hessian is not positive definite even with damp={damp} ({exc}); raise damp "
-            "(e.g. damp=0.1) or calibrate on more data"
-        ) from exc
     codes = torch.empty(out, k, dtype=torch.uint8)
     mid = 2 ** (bits - 1)
     for i1 in range(0, k, block_size):

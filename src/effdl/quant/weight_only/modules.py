@@ -49,7 +49,7 @@ class WeightOnlyLinear(nn.Module):
         self.register_buffer("offset", torch.zeros(out_features, groups, dtype=torch.bfloat16))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.register_buffer("input_scale", torch.ones(in_features) if input_scale else None)
-        self._cache: dict[str, torch.Tensor] | None = None
+        self._cache: dict[str, Any] | None = None
 
     @classmethod
     def from_grid(
@@ -105,10 +105,10 @@ class WeightOnlyLinear(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._cache = None  # new codes: the kernel's layout is rebuilt on next use
 
-    def _prepared(self) -> dict[str, torch.Tensor]:
-        if self._cache is None:
+    def _prepared(self) -> dict[str, Any]:
+        if self._cache is None:  # built once per set of codes: the forward pass reads only this
             kernel = self.kernel
-            cache: dict[str, torch.Tensor] = {}
+            cache: dict[str, Any] = {"kernel": kernel}
             if kernel == "int4pack":
                 codes = self.codes().to(torch.int32).contiguous()
                 cache["packed"] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
@@ -133,7 +133,7 @@ class WeightOnlyLinear(nn.Module):
         if self.input_scale is not None:
             x2 = x2 / self.input_scale  # AWQ: W diag(s) was quantized, so the input is divided by s
         c = self._prepared()
-        kernel = self.kernel
+        kernel = c["kernel"]
         dtype = torch.bfloat16 if self.compute_dtype == "bfloat16" else torch.float32
         if kernel == "int4pack":
             so = c["scale_offset"] if dtype == torch.bfloat16 else c["scale_offset"].float()
