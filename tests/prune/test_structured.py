@@ -221,24 +221,28 @@ class _WithCustom(nn.Module):
         return self.fc(y[:, -1])
 
 
-def test_unknown_layer_with_parameters_is_an_error_naming_it_and_ignore_fixes_it():
+def test_op_the_analysis_cannot_follow_pins_what_it_reads_and_names_it():
     model, x = _WithCustom(), torch.randn(2, 1, 10)
-    with pytest.raises(UnsupportedError, match=r"layer 'rnn' \(GRU\).*ignore=\['rnn'\]"):
-        prune_(model, StructuredPruneConfig(), example_inputs=x)
+    graph = build_dependency_graph(model, x)
+    assert graph.groups == []  # conv1 feeds the GRU kernel, which is not followed: nothing silently wrong
+    assert "gru in rnn is not followed" in graph.pinned["conv1"]
     graph = build_dependency_graph(model, x, ignore=["rnn"])
-    assert graph.groups == []  # conv1 feeds the ignored GRU, so nothing is removable; nothing silently wrong
-    assert "conv1" in graph.pinned
+    assert graph.pinned["conv1"] == "ignored module rnn"
 
 
-def test_untracked_per_channel_parameter_pins_channels():
+def test_per_channel_parameter_follows_the_channels():
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(1, 8, 3), _Custom(), nn.ReLU(), nn.Conv1d(8, 4, 3), nn.Flatten(), nn.Linear(24, 2))
     x = torch.randn(2, 1, 10)
     graph = build_dependency_graph(model, x)
-    assert [g.name for g in graph.groups] == ["3"]
-    ref = model(x)
-    prune_(model, StructuredPruneConfig(ratio=0.5), example_inputs=x)
-    assert model[0].out_channels == 8 and model[3].out_channels == 2
-    assert model(x).shape == ref.shape
+    assert [g.name for g in graph.groups] == ["0", "3"]
+    assert any(s.key == "1.scale" for s in graph.groups[0].sites())
+    _, plan = plan_structured(model, StructuredPruneConfig(ratio=0.5), x)
+    zeroed = copy.deepcopy(model)
+    zero_channels_(zeroed, plan)
+    remove_channels_(model, plan, x)
+    assert model[1].scale.shape == (4,)
+    torch.testing.assert_close(model(x), zeroed(x), atol=1e-5, rtol=1e-4)
 
 
 class _DataDependent(nn.Module):
@@ -252,9 +256,24 @@ class _DataDependent(nn.Module):
         return -self.fc(x)
 
 
-def test_untraceable_model_clear_error():
-    with pytest.raises(UnsupportedError, match=r"could not trace.*ignore="):
-        prune_(_DataDependent(), StructuredPruneConfig(), example_inputs=torch.randn(2, 4))
+def test_data_dependent_control_flow_is_captured_on_the_example_path():
+    model = nn.Sequential(nn.Linear(4, 8), _DataDependent2())
+    x = torch.randn(2, 4)
+    with pytest.raises(Exception, match="symbolically traced variables cannot be used as inputs to control flow"):
+        torch.fx.symbolic_trace(model)
+    graph = build_dependency_graph(model, x)
+    assert [g.name for g in graph.groups] == ["0"]
+
+
+class _DataDependent2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        if x.shape[0] > 1 and x.dim() == 2:  # Python control flow on shapes, as in Hugging Face forwards
+            return self.fc(torch.relu(x))
+        return self.fc(x)
 
 
 def test_missing_or_bad_example_inputs(make):

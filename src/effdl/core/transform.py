@@ -56,6 +56,9 @@ class TransformContext:
         progress: progress bars.
         history: the configs applied earlier in the same run (fine-tuning keeps what they ask it to keep).
         options: handler-specific extras (e.g. ``calibration_batches``).
+        strict: raise instead of leaving layers out: a step whose report lists layers it left untransformed
+            (``details["left_out"]``: layers kept float, unpruned, unfactorized, each with its reason) fails, and
+            the model is restored.
     """
 
     example_inputs: Any = None
@@ -69,6 +72,7 @@ class TransformContext:
     progress: bool = True
     history: list[Config] = dataclasses.field(default_factory=list)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    strict: bool = False
 
 
 @dataclasses.dataclass
@@ -191,14 +195,21 @@ def run_transform(model: nn.Module, config: Config, context: TransformContext, *
     entry = find_transform(config)
     with restored_on_failure(model, enabled=restore and entry.in_place):
         result = entry.fn(model, config, context)
-    if isinstance(result, Applied):
-        return result
-    if not isinstance(result, Report):
-        raise UnsupportedError(
-            f"the handler of {type(config).__name__} returned {type(result).__name__}; a handler returns a Report "
-            "or Applied(model, report)"
-        )
-    return Applied(model, result)
+        report = result.report if isinstance(result, Applied) else result
+        if not isinstance(report, Report):
+            raise UnsupportedError(
+                f"the handler of {type(config).__name__} returned {type(result).__name__}; a handler returns a "
+                "Report or Applied(model, report)"
+            )
+        left_out = (report.details or {}).get("left_out") or []
+        if context.strict and left_out:
+            listed = "; ".join(f"{e['layer']}: {e['reason']}" for e in left_out[:5])
+            more = f" (and {len(left_out) - 5} more)" if len(left_out) > 5 else ""
+            raise UnsupportedError(
+                f"strict: {config.describe()} left {len(left_out)} layer(s) out: {listed}{more}; the model was "
+                "restored. Pass strict=False to accept (they are listed in the report), or exclude them yourself"
+            )
+    return result if isinstance(result, Applied) else Applied(model, result)
 
 
 def apply_(

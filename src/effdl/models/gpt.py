@@ -67,7 +67,7 @@ class CausalSelfAttention(nn.Module):
         b, n, _ = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)  # (b, heads, n, head_dim)
-        return self.proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
 class GPT(nn.Module):

@@ -40,7 +40,7 @@ class Attention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # (b, heads, n, head_dim)
         attn = (q @ k.transpose(-2, -1)) * (self.head_dim**-0.5)  # (b, heads, n, n); Vaswani et al. eq. 1
         out = attn.softmax(dim=-1) @ v
-        return self.proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
 class TransformerBlock(nn.Module):

@@ -3,6 +3,7 @@ record (tensor shapes) that lets a pruned checkpoint be loaded."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effdl.core.errors import CheckpointError, ConfigError
+from effdl.core.errors import CheckpointError, ConfigError, UnsupportedError
 from effdl.core.report import ModelSummary, Report
 from effdl.core.table import format_table
 from effdl.core.transform import TransformContext, apply_, register_transform
@@ -18,9 +19,10 @@ from effdl.measure.activations import InputStats, calibration_batches, layer_by_
 from effdl.measure.profiler import profile
 from effdl.models.base import check_example_inputs
 from effdl.models.structure import register_structure
+from effdl.prune.graph import build_dependency_graph
 from effdl.prune.oneshot import OneShotPruneConfig, SparseGPTConfig, oneshot_targets, sparsegpt_prune, wanda_mask
-from effdl.prune.structured import StructuredPruneConfig, plan_structured
-from effdl.prune.surgery import remove_channels_, resize_to_state_dict_
+from effdl.prune.structured import StructuredPruneConfig, compute_scores, select_channels
+from effdl.prune.surgery import make_plan, output_mismatch, remove_channels_, resize_to_state_dict_, zero_channels_
 from effdl.prune.unstructured import (
     KeepSparsity,
     MagnitudePruneConfig,
@@ -94,8 +96,24 @@ def _inputs(model: nn.Module, context: TransformContext, caller: str) -> Any:
 def _structured(model: nn.Module, config: StructuredPruneConfig, context: TransformContext) -> Report:
     x = _inputs(model, context, "prune_")
     before = measure_summary(model, x)
-    graph, plan = plan_structured(model, config, x, data=context.data, loss_fn=context.loss_fn)
+    graph = build_dependency_graph(model, x, ignore=config.ignore)
+    scores = compute_scores(model, graph, config, data=context.data, loss_fn=context.loss_fn)
+    selection = select_channels(graph, scores, config)
+    plan = make_plan(selection, graph.bindings)
+    original = copy.deepcopy(model)
+    zeroed = copy.deepcopy(model)
+    zero_channels_(zeroed, plan)
     remove_channels_(model, plan, x)
+    err = output_mismatch(model, zeroed, x)
+    if err is not None:  # never silently wrong: the pruned model must compute what the zeroed dense one does
+        culprit = _culprit(original, graph, selection, x)
+        raise UnsupportedError(
+            f"the pruned model does not compute what the dense model with those channels zeroed does ({err}); "
+            + (f"group {culprit!r} breaks it: keep it whole with per_layer={{{culprit!r}: 0}} or ignore=[...] (a "
+               "module attribute or literal probably hard-codes its width)" if culprit else
+               "keep the affected layers whole with ignore=[...]")
+            + "; the model was restored"
+        )  # fmt: skip
     details = {
         "method": "structured",
         "groups": [
@@ -103,11 +121,28 @@ def _structured(model: nn.Module, config: StructuredPruneConfig, context: Transf
             for g in graph.groups
         ],
         "pinned": graph.pinned,
+        "left_out": [{"layer": k, "reason": v} for k, v in graph.pinned.items() if v != "they reach the model output"],
+        "attributes": {f"{m}.{a}": v for (m, a), v in plan.attributes.items()},
         "removed_channels": plan.num_removed,
     }
     log.info("removed %d channels in %d groups", plan.num_removed, len(plan.widths))
     after = measure_summary(model, x)
     return Report(command="prune", before=before, after=after, config=config.to_dict(), details=details)
+
+
+def _culprit(original: nn.Module, graph, selection: dict, x: Any) -> str | None:
+    """The first group whose removal alone breaks the equivalence (None if none does on its own)."""
+    for name, chosen in list(selection.items())[:64]:
+        plan = make_plan({name: chosen}, graph.bindings)
+        trial, zeroed = copy.deepcopy(original), copy.deepcopy(original)
+        zero_channels_(zeroed, plan)
+        try:
+            remove_channels_(trial, plan, x)
+        except UnsupportedError:
+            return name
+        if output_mismatch(trial, zeroed, x) is not None:
+            return name
+    return None
 
 
 def _keep_zeros(model: nn.Module, config: MagnitudePruneConfig) -> list:
@@ -182,7 +217,8 @@ def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str,
     model has no spec to compare with)."""
     own = model.state_dict()
     if reference is None:
-        return {"shapes": {k: list(v.shape) for k, v in own.items()}, "unchecked": True}
+        return {"shapes": {k: list(v.shape) for k, v in own.items()}, "unchecked": True,
+                "attributes": _int_attributes(model)}  # fmt: skip
     ref = reference.state_dict()
     changed = {k: list(v.shape) for k, v in own.items() if k in ref and ref[k].numel() > 0 and ref[k].shape != v.shape}
     # a layer whose weight is no longer a float tensor (packed low-bit codes) still has the width pruning gave it:
@@ -195,7 +231,25 @@ def _describe_shapes(model: nn.Module, reference: nn.Module | None) -> dict[str,
         width = getattr(m, "out_features", None), getattr(m, "in_features", None)
         if all(isinstance(v, int) for v in width) and tuple(ref[key].shape) != width:
             changed[key] = list(width)
-    return {"shapes": changed} if changed else None
+    if not changed:
+        return None
+    theirs = _int_attributes(reference)
+    attributes = {
+        name: diff
+        for name, ints in _int_attributes(model).items()
+        if (diff := {a: v for a, v in ints.items() if theirs.get(name, {}).get(a, v) != v})
+    }
+    return {"shapes": changed, **({"attributes": attributes} if attributes else {})}
+
+
+def _int_attributes(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Every module's plain ``int`` attributes (what a pruned model's forward may use as sizes: ``num_heads``)."""
+    out = {}
+    for name, m in model.named_modules():
+        ints = {a: v for a, v in vars(m).items() if type(v) is int and not a.startswith("_")}
+        if ints:
+            out[name] = ints
+    return out
 
 
 def _restore_shapes(model: nn.Module, record: dict[str, Any]) -> None:
@@ -212,6 +266,11 @@ def _restore_shapes(model: nn.Module, record: dict[str, Any]) -> None:
             "model and its options match the checkpoint"
         )
     resized = resize_to_state_dict_(model, {k: torch.empty(s) for k, s in shapes.items()})
+    modules = dict(model.named_modules())
+    for name, ints in record.get("attributes", {}).items():
+        for attr, value in ints.items():
+            if name in modules and type(getattr(modules[name], attr, None)) is int and isinstance(value, int):
+                setattr(modules[name], attr, value)
     if resized and record.get("unchecked"):
         log.warning(
             "resized %d tensors of the given %s to the checkpoint's (smaller) shapes, e.g. %s; the checkpoint has no "

@@ -236,4 +236,4 @@ def plan_structured(
     """Analyses ``model`` and decides what to remove, without changing it: ``(graph, plan)``."""
     graph = graph or build_dependency_graph(model, example_inputs, ignore=config.ignore)
     scores = compute_scores(model, graph, config, data=data, loss_fn=loss_fn)
-    return graph, make_plan(select_channels(graph, scores, config))
+    return graph, make_plan(select_channels(graph, scores, config), graph.bindings)

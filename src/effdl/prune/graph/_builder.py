@@ -1,80 +1,49 @@
-"""The builder: traces the model with torch.fx, propagates shapes, runs the module and function rules, and
+"""The builder: captures one forward pass, runs the function and module rules over it, checks the grids, and
 collects the groups."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
-import torch.fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from effdl.core.errors import UnsupportedError
-from effdl.core.modules import eval_mode
-from effdl.prune.graph._functions import _flatten_values, _function_rule, _reshape, _shape
-from effdl.prune.graph._model import Channel, DependencyGraph, Group, Site
-from effdl.prune.graph._modules import _handler_for, _opaque_trace
-from effdl.prune.graph._state import _Info, _State
+from effdl.core.errors import EffdlError, UnsupportedError
+from effdl.measure.capture import Call, Capture, capture, flatten_tensors
+from effdl.prune.graph._functions import METADATA, Ctx, _tensors_in, apply_rule
+from effdl.prune.graph._model import Channel, DependencyGraph, Group, SizeBinding
+from effdl.prune.graph._modules import leaf_trace
+from effdl.prune.graph._state import Info, ParamView, State
 
 log = logging.getLogger(__name__)
 
-
-class _Tracer(torch.fx.Tracer):
-    def __init__(self, ignore: Callable[[str], bool]) -> None:
-        super().__init__()
-        self._ignore = ignore
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if self._ignore(qualname) or _handler_for(m) is not None:
-            return True
-        return super().is_leaf_module(m, qualname)
-
-
-def _trace(model: nn.Module, example_inputs: tuple, ignore: Callable[[str], bool]) -> torch.fx.GraphModule:
-    tracer = _Tracer(ignore)
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:
-        raise UnsupportedError(
-            f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}. Data-dependent control "
-            "flow cannot be traced; move it into a submodule and pass its name in ignore=[...] (it is then kept "
-            "whole), or make the branch static"
-        ) from exc
-    gm = torch.fx.GraphModule(tracer.root, graph)
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*example_inputs)
-    except Exception as exc:
-        raise UnsupportedError(
-            f"running the traced {type(model).__name__} on the example inputs failed: {type(exc).__name__}: {exc}; "
-            "check example_inputs (shape, dtype) against what the model expects"
-        ) from exc
-    return gm
+_NORMS = ("batch_norm",)
+_FOLDABLE = ("conv1d", "conv2d", "conv3d", "linear")
 
 
 def build_dependency_graph(
     model: nn.Module,
-    example_inputs: torch.Tensor | tuple,
+    example_inputs: torch.Tensor | tuple | dict,
     *,
     ignore: Sequence[str] = (),
 ) -> DependencyGraph:
-    """Traces ``model`` and groups its coupled channels.
+    """Captures one forward pass of ``model`` and groups its coupled channels.
 
     Args:
         model: the model to analyse (not changed).
-        example_inputs: a tensor or tuple of tensors the model accepts.
+        example_inputs: a tensor, a tuple of tensors, or a dict of keyword inputs the model accepts.
         ignore: module names or regular expressions of modules to keep whole (their inputs' and outputs' channels
-            are pinned); use for layers the analysis cannot handle.
+            are pinned).
 
     Returns:
         The :class:`DependencyGraph`.
 
     Raises:
-        UnsupportedError: the model cannot be traced, or contains a layer with parameters that no handler knows.
+        UnsupportedError: the model does not run on the example inputs.
 
     Example:
         >>> from effdl.models import create_model
@@ -82,91 +51,108 @@ def build_dependency_graph(
         >>> [(grp.name, len(grp)) for grp in g.groups]
         [('features.0', 4), ('features.3', 4)]
     """
-    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     patterns = [re.compile(p) for p in ignore]
 
     def ignored(name: str) -> bool:
-        return any(p.fullmatch(name) for p in patterns) or name in ignore
+        return name in ignore or any(p.fullmatch(name) for p in patterns)
 
-    with eval_mode(model):
-        gm = _trace(model, args, ignored)
-    st = _State(model)
-    values: dict[torch.fx.Node, Any] = {}
-    used_modules: list[str] = []
-    folds: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        src = node.args[0] if node.op == "call_module" and node.args else None
-        if isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1:
-            mod, prev = st.modules[str(node.target)], st.modules[str(src.target)]
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and isinstance(
-                prev, nn.modules.conv._ConvNd | nn.Linear
-            ):
-                folds[str(src.target)] = str(node.target)
+    def leaf(name: str, module: nn.Module) -> bool:
+        return ignored(name) or leaf_trace(module) is not None
 
-        shape = _shape(node)
-        if node.op in ("placeholder", "get_attr"):
-            values[node] = None
-        elif node.op == "call_module":
-            name = str(node.target)
-            module = st.modules[name]
-            used_modules.append(name)
-            inputs = [values.get(a) if isinstance(a, torch.fx.Node) else None for a in node.args]
-            inputs = [v if isinstance(v, _Info) else None for v in inputs]
-            if ignored(name):
-                values[node] = _opaque_trace("ignored module")(st, name, module, inputs, shape)
-                continue
-            if isinstance(module, nn.Flatten):
-                values[node] = _flatten(st, node, inputs[0], shape)
-                continue
-            extra = [v for v in inputs[1:] if v is not None] + _flatten_values(values, dict(node.kwargs))
-            for v in extra:  # handlers follow the first input; any other tracked operand is kept whole
-                st.pin(v.labels, f"extra input of {name}")
-            handler = _handler_for(module)
-            if handler is None:
-                if any(True for _ in module.parameters()):
-                    raise UnsupportedError(
-                        f"layer {name!r} ({type(module).__name__}) has parameters but effdl does not know how its "
-                        f"channels depend on its inputs; exclude it with ignore=[{name!r}] to keep it whole, or "
-                        "teach effdl with effdl.prune.register_module_handler"
-                    )
-                values[node] = _opaque_trace("unknown module")(st, name, module, inputs, shape)
-                continue
-            values[node] = handler.trace(st, name, module, inputs, shape)
-        elif node.op in ("call_function", "call_method"):
-            values[node] = _function_rule(st, node, values)
-        elif node.op == "output":
-            for v in _flatten_values(values, node.args[0]):
-                st.pin(v.labels, "they reach the model output")
-    graph = _collect(st, used_modules)
+    try:
+        cap = capture(model, example_inputs, leaf=leaf)
+    except EffdlError:
+        raise
+    except Exception as exc:
+        raise UnsupportedError(
+            f"running {type(model).__name__} on the example inputs failed: {type(exc).__name__}: {exc}; check "
+            "example_inputs (shape, dtype) against what the model expects"
+        ) from exc
+    st = State()
+    ctx = Ctx(st, cap)
+    for call in cap.calls:
+        if call.name == "module":
+            out = _module_rule(ctx, call, ignored(call.scope))
+        else:
+            out = apply_rule(ctx, call)
+        _assign(ctx, call.output, out)
+    for t in flatten_tensors(cap.output):
+        v = ctx.info(t)
+        if v is not None:
+            st.pin(v.arr, "they reach the model output")
+    _check_grids(st)
+    graph = _collect(st, cap)
+    folds = _folds(cap)
     for g in graph.groups:
         g.folds = {p: folds[p] for p in g.producers if p in folds}
     return graph
 
 
-def _flatten(st: _State, node: torch.fx.Node, x: _Info | None, shape) -> _Info | None:
-    first = node.args[0]
-    in_shape = _shape(first) if isinstance(first, torch.fx.Node) else None
-    if x is None or in_shape is None or shape is None:
+def _module_rule(ctx: Ctx, call: Call, ignored: bool) -> Any:
+    inputs = [ctx.info(t) for t in _tensors_in([call.args, call.kwargs])]
+    if ignored:
+        for v in inputs:
+            if v is not None:
+                ctx.st.pin(v.arr, f"ignored module {call.scope}")
         return None
-    out = _reshape(x, in_shape, shape)
-    if out is None:
-        st.pin(x.labels, f"{node.name} splits or mixes the channel axis")
-    return out
+    trace = leaf_trace(call.func)
+    return trace(ctx.st, call.scope, call.func, inputs, call.output)
 
 
-def _collect(st: _State, used_modules: list[str]) -> DependencyGraph:
+def _assign(ctx: Ctx, output: Any, value: Any) -> None:
+    if isinstance(output, torch.Tensor):
+        if isinstance(value, Info | ParamView):
+            ctx.values[id(output)] = value
+        elif id(output) in ctx.values:
+            ctx.values[id(output)] = None
+    elif isinstance(output, tuple | list):
+        values = value if isinstance(value, tuple | list) else [None] * len(output)
+        for o, v in zip(output, values, strict=False):
+            _assign(ctx, o, v)
+
+
+def _check_grids(st: State) -> None:
+    """A channel axis split into a grid (heads x head_dim, q|k|v x width) can only lose whole slices along one of
+    its axes: anything else would leave a ragged tensor. Grids whose units are not slices are pinned."""
+    for arr, n, where in st.grids:
+        roots = np.vectorize(st.find, otypes=[np.int64])(arr) if arr.size else arr
+        split_shape = roots.shape[:n]
+        ok = False
+        for a in range(n):
+            r = np.moveaxis(roots, a, 0).reshape(split_shape[a], -1, int(np.prod(roots.shape[n:], dtype=np.int64)))
+            if (r == r[:, :1, :]).all():
+                ok = True
+                break
+        if not ok:
+            st.pin(arr, f"{where} splits channels into a {'x'.join(map(str, split_shape))} grid whose units are not "
+                   "whole slices")  # fmt: skip
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    parts = [n.split(".") for n in names]
+    out: list[str] = []
+    for items in zip(*parts, strict=False):
+        if len(set(items)) != 1:
+            break
+        out.append(items[0])
+    if len(names) == 1 and out:
+        out = out[:-1]  # a single producer: its parent owns the heads
+    return ".".join(out)
+
+
+def _collect(st: State, cap: Capture) -> DependencyGraph:
     # One tensor index can only leave with every label that uses it: unite labels sharing an index (a module
-    # called twice, e.g. shared weights, records its sites once per call).
+    # called twice, or a tied weight, records its sites once per use).
     owner: dict[tuple[str, str, int, int], int] = {}
-    for lab in st.order:
-        for site, idx in st.uses.get(lab, []):
+    for lab in sorted(st.uses):
+        for site, idx in st.uses[lab]:
             key = (site.module, site.tensor, site.dim, idx)
             if key in owner:
                 st.union(owner[key], lab)
             else:
                 owner[key] = lab
     classes: dict[int, list[int]] = {}
-    for lab in st.order:
+    for lab in range(len(st.parent)):
         classes.setdefault(st.find(lab), []).append(lab)
     pinned: dict[str, str] = {}
     by_key: dict[tuple[str, ...], list[Channel]] = {}
@@ -179,20 +165,52 @@ def _collect(st: _State, used_modules: list[str]) -> DependencyGraph:
             for p in producers:
                 pinned.setdefault(p, reasons[0])
             continue
-        occ: dict[Site, list[int]] = {}
+        occ: dict[Any, list[int]] = {}
         for m in members:
             for site, idx in st.uses.get(m, []):
                 occ.setdefault(site, []).append(idx)
         if not any(site.role == "out" for site in occ):
             continue
+        occ = {s: sorted(set(ix)) for s, ix in occ.items()}
         by_key.setdefault(producers, []).append(Channel(root, occ))
-        kinds[producers] = st.kind[members[0]]
+        kind = "heads" if any(m in st.heads for m in members) else "channels"
+        kinds[producers] = "heads" if kinds.get(producers) == "heads" else kind
         first_seen.setdefault(producers, min(members))
-    groups = [
-        Group(name=prods[0], producers=prods, kind=kinds[prods], channels=chs)
-        for prods, chs in sorted(by_key.items(), key=lambda kv: first_seen[kv[0]])
-    ]
+    groups = []
+    for prods, chs in sorted(by_key.items(), key=lambda kv: first_seen[kv[0]]):
+        name = f"{_common_prefix(prods)}.heads".lstrip(".") if kinds[prods] == "heads" else prods[0]
+        groups.append(Group(name=name, producers=prods, kind=kinds[prods], channels=chs))
     for g in groups:
         for p in g.producers:
             pinned.pop(p, None)
-    return DependencyGraph(groups=groups, pinned=pinned, modules=list(dict.fromkeys(used_modules)))
+    bindings = [
+        SizeBinding(b.module, b.attr, b.old, [sorted({st.find(lab) for lab in r}) for r in b.labels])
+        for b in st.bindings
+    ]
+    modules = list(dict.fromkeys([c.scope for c in cap.calls if c.scope] + [k.rpartition(".")[0]
+                                                                              for k in cap.keys.values()]))  # fmt: skip
+    return DependencyGraph(groups=groups, pinned=pinned, modules=modules, bindings=bindings, aliases=cap.aliases)
+
+
+def _folds(cap: Capture) -> dict[str, str]:
+    """producer -> the BatchNorm that is the only consumer of its output."""
+    consumers: dict[int, list[Call]] = {}
+    for call in cap.calls:
+        if call.name in METADATA:
+            continue
+        for t in _tensors_in([call.args, call.kwargs]):
+            consumers.setdefault(id(t), []).append(call)
+    for t in flatten_tensors(cap.output):
+        consumers.setdefault(id(t), []).append(Call("output", None, (), {}, None, ""))
+    folds: dict[str, str] = {}
+    for call in cap.calls:
+        if call.name not in _FOLDABLE or not isinstance(call.output, torch.Tensor):
+            continue
+        weight = cap.param_key(call.args[1] if len(call.args) > 1 else call.kwargs.get("weight"))
+        users = consumers.get(id(call.output), [])
+        if weight is None or len(users) != 1 or users[0].name not in _NORMS:
+            continue
+        mean = cap.param_key(users[0].args[1] if len(users[0].args) > 1 else None)
+        if mean is not None:
+            folds[weight.rpartition(".")[0]] = mean.rpartition(".")[0]
+    return folds

@@ -79,6 +79,18 @@ class Group:
 
 
 @dataclasses.dataclass
+class SizeBinding:
+    """A module attribute the forward uses as the size of a channel axis (``num_heads`` in ``view(b, t,
+    self.num_heads, d)``): ``channels[i]`` are the channel ids in the slice at index ``i`` of that axis, so the
+    attribute's new value is the number of indices where some channel stays."""
+
+    module: str
+    attr: str
+    old: int
+    channels: list[list[int]]
+
+
+@dataclasses.dataclass
 class DependencyGraph:
     """The result of :func:`build_dependency_graph`: prunable groups, and why the other channels are pinned.
 
@@ -86,11 +98,15 @@ class DependencyGraph:
         groups: prunable groups, in graph order.
         pinned: producer module -> reason, for modules whose outputs cannot be pruned.
         modules: every module name that took part.
+        bindings: module attributes that hard-code the size of a channel axis.
+        aliases: state_dict key -> every key naming the same tensor (tied weights).
     """
 
     groups: list[Group]
     pinned: dict[str, str]
     modules: list[str]
+    bindings: list[SizeBinding] = dataclasses.field(default_factory=list)
+    aliases: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def group(self, name: str) -> Group:
         """The group named ``name`` (or produced by module ``name``)."""
