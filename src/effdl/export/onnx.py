@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import tempfile
@@ -15,6 +16,7 @@ from torch import nn
 
 from effdl.core.errors import EffdlError, UnsupportedError
 from effdl.core.modules import eval_mode
+from effdl.measure.capture import flatten_tensors
 
 __all__ = ["OnnxModel", "export_onnx", "onnx_session", "run_onnx"]
 
@@ -65,6 +67,10 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [f"input{i}" for i in range(len(args))]
+    model = _Flat(model)
+    with torch.no_grad(), eval_mode(model):
+        n_out = len(model(*args))
+    outputs = ["output", *[f"output{i}" for i in range(1, n_out)]]
     with eval_mode(model):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -78,14 +84,14 @@ def export_onnx(
                     args,
                     tmp,
                     input_names=names,
-                    output_names=["output"],
-                    dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
+                    output_names=outputs,
+                    dynamic_axes={n: {0: "batch"} for n in [*names, *outputs]},
                     opset_version=opset,
                     dynamo=False,
                 )
             if check:
                 got = run_onnx(tmp, *args)[0]
-                ref = (expected[0] if isinstance(expected, tuple | list) else expected).numpy()
+                ref = expected[0].numpy()
                 if got.shape != ref.shape or not np.allclose(got, ref, atol=1e-4, rtol=1e-4):
                     raise UnsupportedError(
                         f"onnxruntime's output differs from PyTorch's (max |diff| "
@@ -103,6 +109,26 @@ def export_onnx(
                 os.unlink(tmp)
     log.info("exported %s to %s", type(model).__name__, path)
     return path
+
+
+class _Flat(nn.Module):
+    """Exports see a tuple of tensors: a model's structured outputs (Hugging Face's ``ModelOutput`` dicts, nested
+    tuples) are flattened in order, non-tensors (a key/value cache object) dropped; a model that takes
+    ``use_cache`` runs without its cache, and one that takes an ``attention_mask`` beside its token ids gets an
+    all-ones mask (the same result; it keeps the exporter off the mask inference code for packed sequences)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        params = inspect.signature(model.forward).parameters
+        self._cache = "use_cache" in params
+        self._mask = "attention_mask" in params
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        kwargs: dict[str, Any] = {"use_cache": False} if self._cache else {}
+        if self._mask and len(args) == 1 and not args[0].is_floating_point():
+            kwargs["attention_mask"] = torch.ones_like(args[0])
+        return tuple(flatten_tensors(self.model(*args, **kwargs)))
 
 
 def run_onnx(path: str | os.PathLike, *inputs: torch.Tensor | np.ndarray) -> list[np.ndarray]:

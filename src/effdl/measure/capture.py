@@ -37,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from effdl.core.modules import eval_mode
 
-__all__ = ["Call", "Capture", "SizeInt", "capture", "flatten_tensors"]
+__all__ = ["METADATA_OPS", "Call", "Capture", "SizeInt", "batchnorm_pairs", "capture", "flatten_tensors"]
 
 log = logging.getLogger(__name__)
 
@@ -228,3 +228,62 @@ def flatten_tensors(obj: Any) -> list[torch.Tensor]:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return [t for f in dataclasses.fields(obj) for t in flatten_tensors(getattr(obj, f.name))]
     return []
+
+
+#: ops that read a tensor's metadata, not its values (they are not consumers of its data)
+METADATA_OPS = frozenset({
+    "size", "dim", "numel", "attr.shape", "attr.dtype", "attr.device", "attr.ndim", "attr.is_cuda",
+    "attr.requires_grad", "attr.layout", "attr.is_sparse", "attr.is_quantized", "attr.is_meta", "attr.grad_fn",
+    "attr.names", "attr.is_leaf", "attr.grad", "is_floating_point", "is_complex", "stride", "data_ptr", "element_size",
+    "is_contiguous", "get_device", "nelement", "storage_offset", "untyped_storage", "_set_grad_enabled",
+    "attr.itemsize", "attr.nbytes", "dim_order", "is_inference", "is_same_size",
+})  # fmt: skip
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, list | tuple):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def consumers(cap: Capture) -> dict[int, list[Call]]:
+    """id(tensor) -> the calls that read its values (metadata reads excluded; the model output counts as one)."""
+    out: dict[int, list[Call]] = {}
+    for call in cap.calls:
+        if call.name in METADATA_OPS:
+            continue
+        for t in _tensors([call.args, call.kwargs]):
+            out.setdefault(id(t), []).append(call)
+    for t in flatten_tensors(cap.output):
+        out.setdefault(id(t), []).append(Call("output", None, (), {}, None, ""))
+    return out
+
+
+def batchnorm_pairs(model: nn.Module, example_inputs: Any, cap: Capture | None = None) -> list[tuple[str, str]]:
+    """(layer, batchnorm) module names where a conv or linear layer's output is read only by that BatchNorm, found on
+    one real forward.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU())
+        >>> batchnorm_pairs(m, torch.zeros(2, 1, 8))
+        [('0', '1')]
+    """
+    cap = cap or capture(model, example_inputs)
+    users = consumers(cap)
+    pairs = []
+    for call in cap.calls:
+        if call.name not in ("conv1d", "conv2d", "conv3d", "linear") or not isinstance(call.output, torch.Tensor):
+            continue
+        weight = cap.param_key(call.args[1] if len(call.args) > 1 else call.kwargs.get("weight"))
+        readers = users.get(id(call.output), [])
+        if weight is None or len(readers) != 1 or readers[0].name != "batch_norm":
+            continue
+        bn = readers[0]
+        mean = cap.param_key(bn.args[1] if len(bn.args) > 1 else bn.kwargs.get("running_mean"))
+        if mean is not None:
+            pairs.append((weight.rpartition(".")[0], mean.rpartition(".")[0]))
+    return pairs

@@ -66,6 +66,7 @@ def _families() -> dict[str, tuple[str, str, dict[str, Any], Callable[[int, int]
         "resnet": ("ResNetModel", "ResNetConfig", {"embedding_size": 16, "hidden_sizes": [16, 32], "depths": [1, 1],
                                                    "layer_type": "basic"}, _images),
         "convnext": ("ConvNextModel", "ConvNextConfig", {"hidden_sizes": [16, 32], "depths": [1, 1],
+                                                         "layer_scale_init_value": 1.0,
                                                          "num_stages": 2}, _images),
         "mobilevit": ("MobileViTModel", "MobileViTConfig", {"image_size": 32, "hidden_sizes": [16, 24, 32],
                                                             "neck_hidden_sizes": [8, 8, 16, 16, 24, 24, 32]}, _images),
@@ -91,8 +92,15 @@ def tiny_hf_model(family: str, *, batch: int = 2, seed: int = 0) -> tuple[nn.Mod
     model_cls, config_cls, kwargs, inputs = families[family]
     torch.manual_seed(seed)
     config = getattr(transformers, config_cls)(**kwargs)
-    config._attn_implementation = "sdpa" if family != "mobilevit" else "eager"
     model = getattr(transformers, model_cls)(config).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # the configs' small init silences a deep random CNN: give it trained-like scales
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+            elif isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
     return model, inputs(batch, seed)
 
 

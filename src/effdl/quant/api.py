@@ -22,7 +22,15 @@ from effdl.models.base import check_example_inputs
 from effdl.models.structure import register_structure
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
-from effdl.quant.modules import QUANT_LAYERS, Accumulator, FakeQuantizer, QuantLayer
+from effdl.quant.modules import (
+    QUANT_LAYERS,
+    Accumulator,
+    FakeQuantizer,
+    QuantLayer,
+    QuantMultiheadAttention,
+    matmul_layers,
+    quant_type_for,
+)
 from effdl.quant.weight_only.config import WeightOnlyConfig
 
 __all__ = [
@@ -46,7 +54,7 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}
 
 
-def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
+def prepare_(model: nn.Module, config: QuantConfig, *, example_inputs: Any = None) -> list[str]:
     """Folds BatchNorm (if asked) and swaps every supported layer (exact ``nn.Conv1d/2d/3d`` and ``nn.Linear``)
     that is not ignored for its fake-quantized counterpart. Returns the names of the quantized layers.
 
@@ -59,7 +67,7 @@ def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
         raise ConfigError("the model is already quantized; start from the float model (or call dequantize_ first)")
     for pattern in config.per_layer:
         hits = [n for n, m in model.named_modules() if n and name_matches(n, pattern)]
-        bad = [n for n in hits if type(model.get_submodule(n)) not in QUANT_LAYERS]
+        bad = [n for n in hits if quant_type_for(model.get_submodule(n)) is None]
         if not hits:
             raise ConfigError(f"per_layer pattern {pattern!r} matches no module; quantizable layers: {_names(model)}")
         if bad and len(bad) == len(hits):
@@ -68,18 +76,21 @@ def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
                 f"per_layer pattern {pattern!r} names layers effdl cannot quantize: {kinds}; supported layer types: "
                 f"{', '.join(t.__name__ for t in QUANT_LAYERS)} (remove the entry or name a Conv/Linear layer)"
             )
+    folded: dict[str, str] = {}
     if config.fold_bn:
         with eval_mode(model):
-            fold_batchnorm_(model)
+            folded = dict(fold_batchnorm_(model, example_inputs=example_inputs))
     done = []
     for name, module in list(model.named_modules()):
-        qtype = QUANT_LAYERS.get(type(module))
+        qtype = quant_type_for(module)
         if qtype is None or any(name_matches(name, p) for p in config.ignore):
             continue
+        if qtype is QuantMultiheadAttention and config.accumulator_bits is not None:
+            continue  # its attention products have no accumulator model; left out (float) and reported
         wq = FakeQuantizer(
             config.bits_for(name),
             signed=True,
-            axis=0 if config.per_channel else None,
+            axis=qtype.weight_axis if config.per_channel else None,
             stochastic=config.stochastic_rounding,
         )
         iq = None if config.bits_a is None else FakeQuantizer(config.bits_a, signed=False, observer=config.observer)
@@ -88,8 +99,11 @@ def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
             acc = Accumulator(config.accumulator_bits, mode=config.accumulator_mode, cyclic=config.cyclic)
         layer = qtype.from_float(module, weight_quant=wq, input_quant=iq, accumulator=acc)
         layer.source_config = config.to_dict()  # what made it: a checkpoint records it to rebuild the model
+        if name in folded:
+            layer.folded_bn = folded[name]  # the checkpoint records the pair, so a fresh model folds the same
         swap_module_(model, name, layer)
         done.append(name)
+    _disable_fused_paths(model)
     if not done:
         raise UnsupportedError(
             f"{type(model).__name__} has no layer effdl can quantize (supported: "
@@ -98,8 +112,17 @@ def prepare_(model: nn.Module, config: QuantConfig) -> list[str]:
     return done
 
 
+def _disable_fused_paths(model: nn.Module) -> None:
+    """torch's transformer layers have a fused inference kernel that reads their Linear weights directly and would
+    bypass the quantizers: a layer holding quantized modules runs the ordinary path (the flag only gates the fused
+    kernel; the activation is still ``self.activation``)."""
+    for m in model.modules():
+        if isinstance(m, nn.TransformerEncoderLayer) and any(isinstance(c, QuantLayer) for c in m.modules()):
+            m.activation_relu_or_gelu = 0
+
+
 def _names(model: nn.Module) -> str:
-    return ", ".join(n for n, m in model.named_modules() if type(m) in QUANT_LAYERS) or "(none)"
+    return ", ".join(n for n, m in model.named_modules() if quant_type_for(m) is not None) or "(none)"
 
 
 def calibration_inputs(data: Any, batches: int) -> Iterator[tuple]:
@@ -143,7 +166,9 @@ def calibrate(model: nn.Module, data: Any, *, batches: int = 8) -> int:
     return used
 
 
-def restore_quantized_(model: nn.Module, config: QuantConfig | dict) -> None:
+def restore_quantized_(
+    model: nn.Module, config: QuantConfig | dict, *, folded: list[tuple[str, str]] | None = None
+) -> None:
     """Turns a freshly built float model into the quantized model ``config`` describes, ready for
     ``load_state_dict`` of a saved quantized state (learned LSQ scales included): BatchNorm layers are replaced
     the way folding replaces them, without computing the fold (the saved weights overwrite it).
@@ -161,7 +186,7 @@ def restore_quantized_(model: nn.Module, config: QuantConfig | dict) -> None:
     """
     config = QuantConfig.from_dict(config) if isinstance(config, dict) else config
     if config.fold_bn:
-        fold_batchnorm_(model, structure_only=True)
+        fold_batchnorm_(model, structure_only=True, pairs=folded)
     prepare_(model, config.replace(fold_bn=False))
     for layer in quantized_layers(model).values():
         layer.source_config = config.to_dict()
@@ -189,7 +214,10 @@ def quantization_config(model: nn.Module) -> QuantConfig | None:
 
 def _describe(model: nn.Module, reference: nn.Module | None) -> dict[str, Any] | None:
     config = quantization_config(model)
-    return None if config is None else {"config": config.to_dict()}
+    if config is None:
+        return None
+    folded = [[n, m.folded_bn] for n, m in quantized_layers(model).items() if getattr(m, "folded_bn", None)]
+    return {"config": config.to_dict(), **({"folded": folded} if folded else {})}
 
 
 def _packed_size(model: nn.Module) -> int | None:
@@ -201,7 +229,11 @@ SIZE_ESTIMATORS.append(_packed_size)  # reports count a fake-quant model's weigh
 # fake-quantized layers replace Conv/Linear (and folding removes BatchNorm): a fresh model is prepared the same way,
 # before the tensors are resized to pruned shapes (a BatchNorm is folded while it still matches its layer's width)
 register_structure(
-    "fake-quant", describe=_describe, restore=lambda model, record: restore_quantized_(model, record["config"]),
+    "fake-quant",
+    describe=_describe,
+    restore=lambda model, record: restore_quantized_(
+        model, record["config"], folded=[tuple(p) for p in record["folded"]] if "folded" in record else None
+    ),
     order=15,
 )  # fmt: skip
 
@@ -319,7 +351,7 @@ def _fake_quant(model: nn.Module, config: QuantConfig, context: TransformContext
     data = context.data
     calibration_batches = context.options.get("calibration_batches", 8)
     before = _summary(model, example_inputs)
-    names = prepare_(model, config)
+    names = prepare_(model, config, example_inputs=example_inputs)
     used = calibrate(model, data if data is not None else [example_inputs], batches=calibration_batches)
     if config.lsq:
         for q in model.modules():
@@ -339,6 +371,12 @@ def _fake_quant(model: nn.Module, config: QuantConfig, context: TransformContext
                 "weights": m.weight.numel(),
             }
             for n, m in layers.items()
+        ],
+        "left_out": [  # float layers that hold a weight matrix, except those the config asked to ignore
+            {"layer": n, "reason": why or "kept float (an accumulator is not modelled for this layer)"}
+            for n, why in matmul_layers(model).items()
+            if n not in layers and not any(n.startswith(q + ".") for q in layers)
+            and not any(name_matches(n, p) for p in config.ignore)
         ],
     }
     log.info("quantized %d layers (W%s A%s)", len(names), config.bits_w, config.bits_a)

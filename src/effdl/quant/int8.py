@@ -33,6 +33,7 @@ from effdl.core.errors import CheckpointError, ConfigError, UnsupportedError
 from effdl.core.io import atomic_write_bytes, atomic_write_json
 from effdl.core.report import Report
 from effdl.core.transform import Applied, TransformContext, register_transform
+from effdl.measure.capture import flatten_tensors
 from effdl.measure.profiler import profile
 from effdl.models.base import check_example_inputs, model_spec
 from effdl.models.checkpoint import checkpoint_structure, model_from_spec, structure_records
@@ -108,6 +109,7 @@ class Int8Model(nn.Module):
         self.runtime = runtime
         self.meta = meta
         self.selection: dict[str, float] = {}
+        self.skipped: dict[str, str] = {}  # runtimes that could not take the model, with why
         if runtime == "torch-ao":
             self.graph = impl
             self._session = None
@@ -119,7 +121,8 @@ class Int8Model(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.runtime == "torch-ao":
-            return self.graph(x)
+            out = self.graph(x)
+            return out if isinstance(out, torch.Tensor) else flatten_tensors(out)[0]
         out = self._session.run(None, {self._input: x.detach().cpu().numpy()})[0]
         return torch.from_numpy(out)
 
@@ -314,6 +317,11 @@ def _build_ort(model: nn.Module, config: Int8Config, example: torch.Tensor, data
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            # only the layers that hold weights: what effdl's fake-quant simulates (inputs and weights of Conv,
+            # Linear, MatMul with a constant operand); normalizations, softmax and the attention products stay
+            # float, which is what keeps transformers accurate
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            extra_options={"MatMulConstBOnly": True},
         )
         return out.read_bytes()
 
@@ -376,12 +384,28 @@ def convert_int8(
         "threads": threads,
     }
     built: dict[str, Int8Model] = {}
+    skipped: dict[str, str] = {}
     for runtime in runtimes:
-        if runtime == "torch-ao":
-            impl = _build_ao(model, config, example_inputs, calib)
-        else:
-            impl = _build_ort(model, config, example_inputs, calib)
+        try:
+            if runtime == "torch-ao":
+                impl = _build_ao(model, config, example_inputs, calib)
+            else:
+                impl = _build_ort(model, config, example_inputs, calib)
+        except Exception as exc:
+            if config.runtime != "auto":
+                raise
+            skipped[runtime] = f"{type(exc).__name__}: {str(exc)[:300]}"  # another runtime may take the model
+            log.warning("int8 runtime %s cannot take %s (%s); trying the others", runtime, type(model).__name__,
+                        skipped[runtime])  # fmt: skip
+            continue
         built[runtime] = Int8Model(runtime, impl, meta | {"runtime": runtime})
+    if not built:
+        raise UnsupportedError(
+            f"no int8 runtime could take {type(model).__name__}: "
+            + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
+    for q in built.values():
+        q.skipped = skipped
     if len(built) == 1:
         return next(iter(built.values()))
     n = batch_size or int(example_inputs.shape[0])
@@ -412,7 +436,8 @@ def _int8(model: nn.Module, config: Int8Config, context: TransformContext) -> Ap
         threads=context.threads,
     )
     after = dataclasses.replace(before, size_bytes=q.size_bytes())  # the same MACs, done in int8
-    details = {"method": "int8", "runtime": q.runtime, "runtime_selection_ms": q.selection}
+    details = {"method": "int8", "runtime": q.runtime, "runtime_selection_ms": q.selection,
+               "runtimes_skipped": q.skipped}  # fmt: skip
     return Applied(q, Report(command="int8", before=before, after=after, config=config.to_dict(), details=details))
 
 

@@ -35,7 +35,7 @@ from effdl.measure.macs import module_macs
 from effdl.quant.config import QuantConfig
 from effdl.quant.fold import fold_batchnorm_
 from effdl.quant.math import check_bits
-from effdl.quant.modules import QUANT_LAYERS, FakeQuantizer
+from effdl.quant.modules import FakeQuantizer, quant_type_for
 
 __all__ = ["MixedPrecisionResult", "allocate_bits", "mixed_precision", "mixed_precision_config"]
 
@@ -224,7 +224,9 @@ def mixed_precision(
     base = copy.deepcopy(model).eval()
     fold_batchnorm_(base)
     layers = [
-        n for n, m in base.named_modules() if type(m) in QUANT_LAYERS and not any(name_matches(n, p) for p in ignore)
+        n
+        for n, m in base.named_modules()
+        if quant_type_for(m) is not None and not any(name_matches(n, p) for p in ignore)
     ]
     if not layers:
         raise ConfigError(f"{type(model).__name__} has no Conv/Linear layer to allocate bits to")
@@ -249,7 +251,9 @@ def mixed_precision(
                 swap_module_(
                     trial,
                     n,
-                    QUANT_LAYERS[type(layer)].from_float(layer, weight_quant=FakeQuantizer(b, signed=True, axis=0)),
+                    quant_type_for(layer).from_float(
+                        layer, weight_quant=FakeQuantizer(b, signed=True, axis=quant_type_for(layer).weight_axis)
+                    ),
                 )
                 scores[n][b] = max(0.0, baseline - _accuracy(trial, data))
     else:

@@ -9,6 +9,7 @@ stays) and quantizer state is added beside them (``features.0.weight_quant.scale
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,15 +30,21 @@ from effdl.quant.math import (
 from effdl.quant.observers import MinMaxObserver, create_observer
 
 __all__ = [
+    "QUANT_CAPABILITIES",
     "QUANT_LAYERS",
     "Accumulator",
     "FakeQuantizer",
     "QuantConv1d",
     "QuantConv2d",
     "QuantConv3d",
+    "QuantHFConv1D",
     "QuantLayer",
     "QuantLinear",
+    "QuantMultiheadAttention",
     "cyclic_activation",
+    "matmul_layers",
+    "quant_type_for",
+    "register_quant_layer",
 ]
 
 
@@ -264,12 +271,16 @@ class Accumulator(nn.Module):
 
 class QuantLayer:
     """Mixin of the quantized layers: fake-quantizes the input, the weight and (to the accumulator's scale
-    ``s_x * s_w``, as integer engines do) the bias, then runs the float op, then the optional accumulator."""
+    ``s_x * s_w``, as integer engines do) the bias, then runs the float op, then the optional accumulator.
+
+    ``weight_axis`` is the weight's output-channel axis (per-channel scales run along it); ``channel_axis`` the
+    output's channel axis."""
 
     weight_quant: FakeQuantizer | None
     input_quant: FakeQuantizer | None
     accumulator: Accumulator | None
     channel_axis: int = 1
+    weight_axis: int = 0
 
     def _setup(
         self,
@@ -296,11 +307,12 @@ class QuantLayer:
         for attr in ("_parameters", "_buffers", "_modules"):
             new.__dict__[attr] = getattr(module, attr).copy()
         new._setup(weight_quant, input_quant, accumulator)
+        new.float_type = type(module)
         return new
 
     def to_float(self) -> nn.Module:
         """A plain float layer with the same (unquantized) parameters."""
-        base = next(f for f, q in QUANT_LAYERS.items() if q is type(self))
+        base = getattr(self, "float_type", None) or next(f for f, q in QUANT_LAYERS.items() if q is type(self))
         new = base.__new__(base)
         new.__dict__ = self.__dict__.copy()
         new._modules = {
@@ -375,10 +387,191 @@ class QuantLinear(QuantLayer, nn.Linear):
         return self.quant_forward(x, F.linear)
 
 
-#: float layer type -> quantized layer type (exact types only: subclasses may change the forward)
+class QuantHFConv1D(QuantLayer, nn.Module):
+    """Fake-quantized Hugging Face ``Conv1D`` (GPT-2's projections: ``x @ weight + bias`` with the weight laid out
+    ``(in, out)``, so its output channels run along axis 1)."""
+
+    channel_axis = -1
+    weight_axis = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size_out = (*x.shape[:-1], self.weight.shape[1])
+        y = self.quant_forward(x.reshape(-1, x.shape[-1]), _addmm)
+        return y.view(size_out)
+
+
+def _addmm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return x @ w if b is None else torch.addmm(b, x, w)
+
+
+class QuantMultiheadAttention(QuantLayer, nn.MultiheadAttention):
+    """Fake-quantized ``nn.MultiheadAttention``: the inputs and the packed q/k/v projection are quantized here; the
+    output projection is an ordinary (quantized) Linear called as a module. The forward is written out (projections,
+    ``scaled_dot_product_attention``, output projection), so torch's fused kernel cannot bypass the quantizers."""
+
+    channel_axis = -1
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The packed q/k/v projection, the weight this layer's quantizer acts on."""
+        return self.in_proj_weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.in_proj_bias
+
+    def forward(  # type: ignore[override]
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        b, lq, e = query.shape
+        w = self.weight_quant(self.in_proj_weight) if self.weight_quant is not None else self.in_proj_weight
+        bias = self.in_proj_bias
+        wq, wk, wv = w.chunk(3)
+        bq, bk, bv = bias.chunk(3) if bias is not None else (None, None, None)
+        quant = self.input_quant if self.input_quant is not None else (lambda t: t)
+        xq = quant(query)
+        xk = xq if key is query else quant(key)
+        xv = xk if value is key else quant(value)
+        h, d = self.num_heads, e // self.num_heads
+        q = F.linear(xq, wq, bq).view(b, lq, h, d).transpose(1, 2)  # (b, h, lq, d)
+        k = F.linear(xk, wk, bk).view(b, -1, h, d).transpose(1, 2)
+        v = F.linear(xv, wv, bv).view(b, -1, h, d).transpose(1, 2)
+        mask = _attention_mask(attn_mask, key_padding_mask, b, h, lq, k.shape[2], q.dtype)
+        causal = is_causal and mask is None
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (b, h, lq, lk)
+            if causal:
+                scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+            if mask is not None:
+                scores = scores + mask
+            weights = scores.softmax(-1)
+            out = weights @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+            weights = None
+        out = self.out_proj(out.transpose(1, 2).reshape(b, lq, e))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(1)
+        return out, weights
+
+
+def _attention_mask(attn_mask, key_padding_mask, b, h, lq, lk, dtype) -> torch.Tensor | None:
+    """One additive float mask (b, h, lq, lk) from torch's boolean or float masks (True = not allowed)."""
+    mask = None
+    for m, shape in ((attn_mask, None), (key_padding_mask, (b, 1, 1, lk))):
+        if m is None:
+            continue
+        m = torch.zeros(m.shape, dtype=dtype).masked_fill(m, float("-inf")) if m.dtype == torch.bool else m.to(dtype)
+        if shape is not None:
+            m = m.view(shape)
+        elif m.dim() == 3:
+            m = m.view(b, h, lq, lk)
+        mask = m if mask is None else mask + m
+    return mask
+
+
+#: float layer type -> quantized layer type (exact types; see QUANT_CAPABILITIES for subclasses and other layers)
 QUANT_LAYERS: dict[type, type] = {
     nn.Conv1d: QuantConv1d,
     nn.Conv2d: QuantConv2d,
     nn.Conv3d: QuantConv3d,
     nn.Linear: QuantLinear,
 }
+
+
+def _plain_subclass(base: type) -> Callable[[nn.Module], bool]:
+    """A subclass that keeps the base class's forward (e.g. ``NonDynamicallyQuantizableLinear``)."""
+    return lambda m: isinstance(m, base) and type(m).forward is base.forward
+
+
+def _is_hf_conv1d(m: nn.Module) -> bool:
+    return type(m).__name__ == "Conv1D" and type(m).__module__.startswith("transformers") and m.weight.dim() == 2
+
+
+def _plain_mha(m: nn.Module) -> bool:
+    return (
+        type(m) is nn.MultiheadAttention
+        and m._qkv_same_embed_dim
+        and m.bias_k is None
+        and not m.add_zero_attn
+        and m.in_proj_weight is not None
+    )
+
+
+#: (predicate, quantized type): layers quantized by what they are, not their exact type. Extend with
+#: :func:`register_quant_layer`.
+QUANT_CAPABILITIES: list[tuple[Callable[[nn.Module], bool], type]] = [
+    (_plain_subclass(nn.Linear), QuantLinear),
+    (_plain_subclass(nn.Conv1d), QuantConv1d),
+    (_plain_subclass(nn.Conv2d), QuantConv2d),
+    (_plain_subclass(nn.Conv3d), QuantConv3d),
+    (_is_hf_conv1d, QuantHFConv1D),
+    (_plain_mha, QuantMultiheadAttention),
+]
+
+
+def register_quant_layer(match: type | Callable[[nn.Module], bool], quant_type: type) -> None:
+    """Teaches fake quantization a layer type: ``quant_type`` (a :class:`QuantLayer` subclass whose forward calls
+    ``self.quant_forward(x, op)``) replaces modules that ``match`` (a class, or a predicate).
+
+    Example:
+        >>> class MyLinear(nn.Linear):
+        ...     def forward(self, x):
+        ...         return super().forward(x) * 2
+        >>> class QuantMyLinear(QuantLinear):
+        ...     def forward(self, x):
+        ...         return super().forward(x) * 2
+        >>> register_quant_layer(MyLinear, QuantMyLinear)
+        >>> quant_type_for(MyLinear(2, 2)) is QuantMyLinear
+        True
+    """
+    pred = (lambda m: type(m) is match) if isinstance(match, type) else match
+    QUANT_CAPABILITIES.insert(0, (pred, quant_type))
+
+
+def quant_type_for(module: nn.Module) -> type | None:
+    """The fake-quantized counterpart of ``module`` (None if effdl has none)."""
+    if isinstance(module, QuantLayer):
+        return None
+    exact = QUANT_LAYERS.get(type(module))
+    if exact is not None:
+        return exact
+    return next((q for pred, q in QUANT_CAPABILITIES if pred(module)), None)
+
+
+def matmul_layers(model: nn.Module) -> dict[str, str]:
+    """Every module that holds a weight matrix (a parameter of 2+ dimensions named ``*weight*``; not an embedding
+    table), with why it cannot be fake-quantized ("" if it can): what a quantization report must account for.
+
+    Example:
+        >>> matmul_layers(nn.Sequential(nn.Linear(2, 2), nn.Embedding(3, 2)))
+        {'0': ''}
+    """
+    out: dict[str, str] = {}
+    skip: set[str] = set()
+    for name, m in model.named_modules():
+        if any(name.startswith(s + ".") for s in skip) or isinstance(m, nn.Embedding | nn.EmbeddingBag):
+            continue
+        if isinstance(m, QuantLayer):
+            out[name] = ""
+            continue
+        own = [p for k, p in m.named_parameters(recurse=False) if p.dim() >= 2 and "weight" in k]
+        if not own:
+            continue
+        qtype = quant_type_for(m)
+        out[name] = "" if qtype is not None else f"no fake-quantized counterpart for {type(m).__name__}"
+        if qtype is None:
+            skip.add(name)
+    return out

@@ -13,16 +13,13 @@ import torch
 from torch import nn
 
 from effdl.core.errors import EffdlError, UnsupportedError
-from effdl.measure.capture import Call, Capture, capture, flatten_tensors
-from effdl.prune.graph._functions import METADATA, Ctx, _tensors_in, apply_rule
+from effdl.measure.capture import Call, Capture, batchnorm_pairs, capture, flatten_tensors
+from effdl.prune.graph._functions import Ctx, _tensors_in, apply_rule
 from effdl.prune.graph._model import Channel, DependencyGraph, Group, SizeBinding
 from effdl.prune.graph._modules import leaf_trace
 from effdl.prune.graph._state import Info, ParamView, State
 
 log = logging.getLogger(__name__)
-
-_NORMS = ("batch_norm",)
-_FOLDABLE = ("conv1d", "conv2d", "conv3d", "linear")
 
 
 def build_dependency_graph(
@@ -82,7 +79,7 @@ def build_dependency_graph(
             st.pin(v.arr, "they reach the model output")
     _check_grids(st)
     graph = _collect(st, cap)
-    folds = _folds(cap)
+    folds = dict(batchnorm_pairs(model, None, cap))
     for g in graph.groups:
         g.folds = {p: folds[p] for p in g.producers if p in folds}
     return graph
@@ -190,27 +187,3 @@ def _collect(st: State, cap: Capture) -> DependencyGraph:
     modules = list(dict.fromkeys([c.scope for c in cap.calls if c.scope] + [k.rpartition(".")[0]
                                                                               for k in cap.keys.values()]))  # fmt: skip
     return DependencyGraph(groups=groups, pinned=pinned, modules=modules, bindings=bindings, aliases=cap.aliases)
-
-
-def _folds(cap: Capture) -> dict[str, str]:
-    """producer -> the BatchNorm that is the only consumer of its output."""
-    consumers: dict[int, list[Call]] = {}
-    for call in cap.calls:
-        if call.name in METADATA:
-            continue
-        for t in _tensors_in([call.args, call.kwargs]):
-            consumers.setdefault(id(t), []).append(call)
-    for t in flatten_tensors(cap.output):
-        consumers.setdefault(id(t), []).append(Call("output", None, (), {}, None, ""))
-    folds: dict[str, str] = {}
-    for call in cap.calls:
-        if call.name not in _FOLDABLE or not isinstance(call.output, torch.Tensor):
-            continue
-        weight = cap.param_key(call.args[1] if len(call.args) > 1 else call.kwargs.get("weight"))
-        users = consumers.get(id(call.output), [])
-        if weight is None or len(users) != 1 or users[0].name not in _NORMS:
-            continue
-        mean = cap.param_key(users[0].args[1] if len(users[0].args) > 1 else None)
-        if mean is not None:
-            folds[weight.rpartition(".")[0]] = mean.rpartition(".")[0]
-    return folds

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from effdl.measure.capture import Call, Capture, SizeInt
+from effdl.measure.capture import METADATA_OPS, Call, Capture, SizeInt
 from effdl.prune.graph._model import Site
 from effdl.prune.graph._state import Binding, Info, ParamView, State
 
@@ -807,7 +807,12 @@ def _rule_mha(ctx: Ctx, call: Call) -> Any:
     reason = (f"{_where(call)}: nn.MultiheadAttention's kernel needs q/k/v widths equal to embed_dim, so its heads "
               "and width are kept")  # fmt: skip
     pin_call(ctx, call, reason)
-    return None
+    out = call.output[0] if isinstance(call.output, tuple) else call.output
+    key = ctx.cap.param_key(_arg(call, 11, "out_proj_weight"))
+    if not isinstance(out, torch.Tensor) or key is None:
+        return None
+    labels = ctx.st.new(out.shape[-1], producer=_module_of(key), pin=reason)
+    return [Info((out.dim() - 1,), labels), None] if isinstance(call.output, tuple) else Info((out.dim() - 1,), labels)
 
 
 # ------------------------------------------------------------------------------------------------- contractions
@@ -1034,13 +1039,8 @@ def _rule_sdpa(ctx: Ctx, call: Call) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- the table
-METADATA = {
-    "size", "dim", "numel", "attr.shape", "attr.dtype", "attr.device", "attr.ndim", "attr.is_cuda",
-    "attr.requires_grad", "attr.layout", "attr.is_sparse", "attr.is_quantized", "attr.is_meta", "attr.grad_fn",
-    "attr.names", "attr.is_leaf", "attr.grad", "is_floating_point", "is_complex", "stride", "data_ptr", "element_size",
-    "is_contiguous", "item", "tolist", "get_device", "nelement", "storage_offset", "untyped_storage", "bool",
-    "_set_grad_enabled", "is_nonzero", "attr.itemsize", "attr.nbytes", "__len__", "len", "dim_order", "equal",
-    "is_inference", "is_same_size", "numpy", "cpu", "any", "all", "isfinite_all", "float_power_",
+METADATA = METADATA_OPS | {
+    "item", "tolist", "bool", "is_nonzero", "__len__", "len", "equal", "numpy", "cpu", "any", "all",
 }  # fmt: skip
 
 RULES: dict[str, Callable[[Ctx, Call], Any]] = {}
