@@ -1,5 +1,6 @@
-"""Two small helpers every transform needs: swapping a submodule by its dotted name, and running a model in eval
-mode with its previous mode restored afterwards."""
+"""Small helpers every transform needs: swapping a submodule by its dotted name, running a model in eval mode with
+its previous mode restored afterwards, finding tied parameters, and keeping torch's fused transformer kernels from
+reading swapped layers' weights directly."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from effdl.core.errors import ConfigError
 
-__all__ = ["eval_mode", "swap_module_"]
+__all__ = ["eval_mode", "shared_parameters", "swap_module_", "use_unfused_transformer_layers_"]
 
 
 def swap_module_(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
@@ -52,3 +53,51 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def shared_parameters(model: nn.Module) -> dict[str, list[str]]:
+    """Module name -> the other modules holding one of its parameters (tied weights, e.g. an embedding and the
+    language-model head), for modules that share any.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+        >>> m[1].weight = m[0].weight
+        >>> shared_parameters(m)
+        {'0': ['1'], '1': ['0']}
+    """
+    holders: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        for p in mod._parameters.values():
+            if p is not None and name not in holders.setdefault(id(p), []):
+                holders[id(p)].append(name)
+    out: dict[str, list[str]] = {}
+    for names in holders.values():
+        for n in names:
+            others = [o for o in names if o != n]
+            if others:
+                out.setdefault(n, [])
+                out[n].extend(o for o in others if o not in out[n])
+    return out
+
+
+def use_unfused_transformer_layers_(model: nn.Module) -> int:
+    """``nn.TransformerEncoderLayer`` has a fused inference kernel that reads ``linear1.weight`` and the attention's
+    projections directly, bypassing whatever replaced them (a quantized or low-rank layer). Turns it off for the
+    layers of ``model`` whose children were swapped (the flag only gates the fused kernel; the activation used is
+    still ``self.activation``). Returns how many layers were changed.
+
+    Example:
+        >>> layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+        >>> layer.linear1 = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 16))
+        >>> use_unfused_transformer_layers_(layer)
+        1
+    """
+    plain = (nn.Linear, nn.LayerNorm, nn.Dropout, nn.Identity, nn.MultiheadAttention,
+             nn.modules.linear.NonDynamicallyQuantizableLinear)  # fmt: skip
+    changed = 0
+    for m in model.modules():
+        if isinstance(m, nn.TransformerEncoderLayer) and m.activation_relu_or_gelu:
+            if any(type(c) not in plain for c in m.modules() if c is not m):
+                m.activation_relu_or_gelu = 0
+                changed += 1
+    return changed

@@ -11,7 +11,7 @@ from torch import nn
 
 from effdl.core.config import last_match, name_matches
 from effdl.core.errors import ConfigError, UnsupportedError
-from effdl.core.modules import eval_mode, swap_module_
+from effdl.core.modules import eval_mode, shared_parameters, swap_module_, use_unfused_transformer_layers_
 from effdl.core.report import Report
 from effdl.core.transform import TransformContext, apply_, register_transform
 from effdl.factorize.config import LowRankConfig
@@ -59,11 +59,12 @@ def _factorize(model: nn.Module, config: LowRankConfig, context: TransformContex
     args = check_example_inputs(model, context.example_inputs, caller="factorize_")
     x = args if len(args) > 1 else args[0]
     before = profile(model, x, latency=False).summary()
-    candidates = _candidates(model, config)
+    candidates, left_out = _candidates(model, config)
     if not candidates:
+        why = "; ".join(f"{e['layer']}: {e['reason']}" for e in left_out[:5])
         raise ConfigError(
             "no layer to factorize: the model has no nn.Linear or ungrouped nn.Conv1d/2d/3d left after "
-            f"layers={list(config.layers)} and ignore={list(config.ignore)}"
+            f"layers={list(config.layers)} and ignore={list(config.ignore)}" + (f" ({why})" if why else "")
         )
     positions = _positions(model, candidates, args)
     spectra = [_spectrum(name, mod, config, positions[name]) for name, mod in candidates.items()]
@@ -96,10 +97,11 @@ def _factorize(model: nn.Module, config: LowRankConfig, context: TransformContex
             log.debug("%s stays dense: ranks %s would not save parameters", layer.name, ranks)
             continue
         swap_module_(model, layer.name, factorize_layer(layer.module, layer.kind, ranks))
+    use_unfused_transformer_layers_(model)  # torch's fused kernel would read the dense weight it no longer has
     after = profile(model, x, latency=False).summary()
     done = sum(r["factorized"] for r in rows)
     log.info("factorized %d of %d layers; params %d -> %d", done, len(rows), before.params, after.params)
-    details: dict[str, Any] = {"layers": rows, "factorized": done}
+    details: dict[str, Any] = {"layers": rows, "factorized": done, "left_out": left_out}
     if shared is not None:
         details["global_energy"] = shared
     return Report(command="factorize", before=before, after=after, config=config.to_dict(), details=details)
@@ -147,25 +149,36 @@ register_structure(
 )  # fmt: skip
 
 
-def _candidates(model: nn.Module, config: LowRankConfig) -> dict[str, nn.Module]:
+def _candidates(model: nn.Module, config: LowRankConfig) -> tuple[dict[str, nn.Module], list[dict[str, str]]]:
+    """The layers to factorize, and the weight-matrix layers left dense with the reason."""
     found = {}
+    left_out: list[dict[str, str]] = []
+    tied = shared_parameters(model)
     for name, module in model.named_modules():
-        if type(module) not in (nn.Linear, *_CONVS):
-            continue
         if config.layers and not any(name_matches(name, p) for p in config.layers):
             continue
         if any(name_matches(name, p) for p in config.ignore):
             continue
+        if type(module) not in (nn.Linear, *_CONVS):
+            if any(p.dim() >= 2 and "weight" in k for k, p in module.named_parameters(recurse=False)) and not (
+                isinstance(module, nn.Embedding | nn.EmbeddingBag)
+            ):
+                left_out.append({"layer": name, "reason": f"no low-rank form for {type(module).__name__}"})
+            continue
+        if name in tied:  # a low-rank copy would untie it (and grow the model: the other holder keeps the matrix)
+            left_out.append({"layer": name, "reason": f"its weight is tied to {', '.join(tied[name])}"})
+            continue
         if getattr(module, "groups", 1) != 1:
             if config.layers:  # asked for by name: say why it cannot be done
                 check_factorizable(module, name)
+            left_out.append({"layer": name, "reason": f"grouped convolution (groups={module.groups})"})
             continue
         found[name] = module
     for pattern in config.layers:
         if not any(name_matches(n, pattern) for n in found):
             names = [n for n, m in model.named_modules() if type(m) in (nn.Linear, *_CONVS)]
             raise ConfigError(f"layers pattern {pattern!r} matches no Linear/Conv layer; the model has {names}")
-    return found
+    return found, left_out
 
 
 def _positions(model: nn.Module, layers: dict[str, nn.Module], args: tuple) -> dict[str, tuple[int, int]]:

@@ -104,6 +104,26 @@ class LowRank(nn.Sequential):
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, ranks={self.ranks}"
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight the factors multiply out to (code that reads ``layer.weight``, e.g. for its dtype or to
+        call the functional op, still gets the layer's exact map), shaped like the original layer's weight."""
+        mats = [m.weight.flatten(1) if m.weight.dim() > 2 else m.weight for m in self]  # (out_i, in_i * k_i)
+        if self.kind == "svd":
+            return mats[1] @ mats[0]
+        if self.kind == "channel":  # (out, r) @ (r, in * k)
+            first = self[0].weight
+            return (mats[1] @ first.flatten(1)).reshape(mats[1].shape[0], *first.shape[1:])
+        reduce, middle, expand = self[0].weight, self[1].weight, self[2].weight  # tucker2
+        core = torch.einsum("abk,bi->aik", middle.flatten(2), reduce.flatten(1))  # (r_out, in, k)
+        dense = torch.einsum("oa,aik->oik", expand.flatten(1), core)
+        return dense.reshape(expand.shape[0], reduce.shape[1], *middle.shape[2:])
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The bias (on the last factor)."""
+        return self[-1].bias
+
 
 def factorize_layer(module: nn.Module, kind: str, ranks: tuple[int, ...], *, init: bool = True) -> LowRank:
     """The factorized replacement of ``module``: a :class:`LowRank` sequence of two (SVD, channel) or three (Tucker-2)

@@ -12,7 +12,7 @@ from torch import nn
 
 from effdl.core.config import name_matches
 from effdl.core.errors import ConfigError, ShapeError, UnsupportedError
-from effdl.core.modules import eval_mode, swap_module_
+from effdl.core.modules import eval_mode, swap_module_, use_unfused_transformer_layers_
 from effdl.core.report import ModelSummary, Report
 from effdl.core.transform import TransformContext, apply_, register_transform
 from effdl.measure.activations import calibration_batches
@@ -103,22 +103,13 @@ def prepare_(model: nn.Module, config: QuantConfig, *, example_inputs: Any = Non
             layer.folded_bn = folded[name]  # the checkpoint records the pair, so a fresh model folds the same
         swap_module_(model, name, layer)
         done.append(name)
-    _disable_fused_paths(model)
+    use_unfused_transformer_layers_(model)  # its fused kernel would read the float weights directly
     if not done:
         raise UnsupportedError(
             f"{type(model).__name__} has no layer effdl can quantize (supported: "
             f"{', '.join(t.__name__ for t in QUANT_LAYERS)}); check ignore={list(config.ignore)}"
         )
     return done
-
-
-def _disable_fused_paths(model: nn.Module) -> None:
-    """torch's transformer layers have a fused inference kernel that reads their Linear weights directly and would
-    bypass the quantizers: a layer holding quantized modules runs the ordinary path (the flag only gates the fused
-    kernel; the activation is still ``self.activation``)."""
-    for m in model.modules():
-        if isinstance(m, nn.TransformerEncoderLayer) and any(isinstance(c, QuantLayer) for c in m.modules()):
-            m.activation_relu_or_gelu = 0
 
 
 def _names(model: nn.Module) -> str:
