@@ -16,7 +16,14 @@ from effdl.core.config import check_range
 from effdl.core.errors import ConfigError
 from effdl.data.base import DATASETS, DatasetSplits
 
-__all__ = ["VOCAB_SIZE", "decode_bytes", "encode_bytes", "load_pysource", "stdlib_source_files"]
+__all__ = [
+    "VOCAB_SIZE",
+    "decode_bytes",
+    "docstring_sentences",
+    "encode_bytes",
+    "load_pysource",
+    "stdlib_source_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +135,42 @@ def load_pysource(
     )
     log.info("pysource (Python %d.%d): %s", *sys.version_info[:2], splits.describe())
     return splits
+
+
+def docstring_sentences(
+    limit: int | None = None, *, every_sentence: bool = False, min_words: int = 5, max_words: int = 40
+) -> list[str]:
+    """English sentences from the standard library's own docstrings (the summary paragraph of every documented
+    module, class and function in its top-level source files; with ``every_sentence``, every sentence of every
+    paragraph), read offline from the running interpreter, deduplicated and in a fixed order: an embedded sentence
+    set for text encoders.
+
+    Example:
+        >>> s = docstring_sentences(50)
+        >>> len(s), all(5 <= len(x.split()) <= 40 for x in s)
+        (50, True)
+    """
+    import ast
+
+    seen: dict[str, None] = {}
+    for path in stdlib_source_files():
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            doc = ast.get_docstring(node)
+            if not doc:
+                continue
+            paragraphs = [" ".join(p.split()) for p in doc.strip().split("\n\n")]
+            if every_sentence:
+                texts = [t.strip() for p in paragraphs for t in p.replace("? ", ". ").split(". ")]
+            else:
+                texts = paragraphs[:1]
+            for text in texts:
+                if text and min_words <= len(text.split()) <= max_words and text[0].isalpha():
+                    seen.setdefault(text, None)
+    sentences = list(seen)
+    return sentences if limit is None else sentences[:limit]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from effdl.core.errors import ShapeError
 
-__all__ = ["hint_loss", "kd_loss"]
+__all__ = ["embedding_loss", "hint_loss", "kd_loss"]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
@@ -46,3 +46,24 @@ def hint_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> t
             f"{tuple(teacher_feature.shape)}; pick layers with the same spatial size"
         )
     return F.mse_loss(student_feature, teacher_feature.detach())
+
+
+def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Distillation for sentence encoders: ``1 - cos(student, teacher)`` per row, averaged (what retrieval and
+    similarity use), plus the MSE of the L2-normalized embeddings so the scale is matched too
+    (sentence-transformers' model distillation uses the MSE to the teacher's embedding; Reimers & Gurevych 2020).
+
+    Example:
+        >>> e = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> float(embedding_loss(e, e))
+        0.0
+        >>> round(float(embedding_loss(e, e.flip(1))), 3)
+        2.0
+    """
+    if student.shape != teacher.shape:
+        raise ShapeError(
+            f"student embeddings {tuple(student.shape)} and teacher embeddings {tuple(teacher.shape)} differ; the "
+            "student must keep the teacher's embedding width"
+        )
+    s, t = F.normalize(student, dim=-1), F.normalize(teacher.detach(), dim=-1)
+    return (1 - (s * t).sum(-1)).mean() + (s - t).pow(2).sum(-1).mean()

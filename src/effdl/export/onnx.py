@@ -38,7 +38,8 @@ def export_onnx(
     opset: int = 17,
     check: bool = True,
 ) -> Path:
-    """Exports ``model`` (eval mode) to ``path`` atomically, with a dynamic batch axis on every input and output.
+    """Exports ``model`` (eval mode) to ``path`` atomically, with a dynamic batch axis on every input and output (and
+    a dynamic sequence axis on integer inputs: token ids).
 
     With ``check``, the file is run once in onnxruntime and its outputs compared to PyTorch's (``atol=1e-4``).
 
@@ -67,6 +68,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [f"input{i}" for i in range(len(args))]
+    label = type(model).__name__
     model = _Flat(model)
     with torch.no_grad(), eval_mode(model):
         n_out = len(model(*args))
@@ -85,7 +87,7 @@ def export_onnx(
                     tmp,
                     input_names=names,
                     output_names=outputs,
-                    dynamic_axes={n: {0: "batch"} for n in [*names, *outputs]},
+                    dynamic_axes=_dynamic_axes(names, args, outputs),
                     opset_version=opset,
                     dynamo=False,
                 )
@@ -102,13 +104,22 @@ def export_onnx(
         except UnsupportedError:
             raise
         except Exception as exc:
-            message = f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {exc}"
+            message = f"ONNX export of {label} failed: {type(exc).__name__}: {exc}"
             raise UnsupportedError(message) from exc
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    log.info("exported %s to %s", type(model).__name__, path)
+    log.info("exported %s to %s", label, path)
     return path
+
+
+def _dynamic_axes(names: list[str], args: tuple, outputs: list[str]) -> dict[str, dict[int, str]]:
+    """A dynamic batch axis everywhere, and a dynamic sequence axis on integer inputs (token ids)."""
+    axes: dict[str, dict[int, str]] = {o: {0: "batch"} for o in outputs}
+    for n, a in zip(names, args, strict=True):
+        tokens = not a.is_floating_point() and a.dim() >= 2
+        axes[n] = {0: "batch", 1: "sequence"} if tokens else {0: "batch"}
+    return axes
 
 
 class _Flat(nn.Module):

@@ -94,7 +94,8 @@ def inverse_hessian_factor(
 
 def calibration_batches(data: Any, batches: int) -> Iterator[tuple]:
     """Yields the input tuples of up to ``batches`` batches of ``data`` (a DataLoader, a Dataset, or an iterable of
-    tensors or ``(inputs, targets)``); raises :class:`ConfigError` if there are none.
+    tensors or ``(inputs, targets)``, where ``inputs`` may be a tuple of tensors for a model with several inputs);
+    raises :class:`ConfigError` if there are none.
 
     Example:
         >>> [x[0].shape for x in calibration_batches([torch.zeros(2, 3)] * 5, 2)]
@@ -111,6 +112,8 @@ def calibration_batches(data: Any, batches: int) -> Iterator[tuple]:
             yield (batch,)
         elif isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
             yield (batch[0],)  # (inputs, targets)
+        elif isinstance(batch, list | tuple) and batch and isinstance(batch[0], list | tuple) and batch[0]:
+            yield tuple(batch[0])  # ((input, input, ...), targets): a model with several inputs
         else:
             raise ShapeError(f"calibration batches must be tensors or (inputs, targets), got {type(batch).__name__}")
         used += 1

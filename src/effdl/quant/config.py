@@ -13,7 +13,7 @@ from effdl.quant.observers import OBSERVERS
 __all__ = ["RUNTIMES", "Int8Config", "QuantConfig"]
 
 #: int8 runtimes; "auto" times each available one on the target batch shape and keeps the fastest
-RUNTIMES = ("auto", "torch-ao", "onnxruntime")
+RUNTIMES = ("auto", "torch-ao", "onnxruntime", "onnxruntime-dynamic")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,8 +91,9 @@ class Int8Config(Config):
 
     Args:
         runtime: ``torch-ao`` (torch's x86/fbgemm quantized kernels through FX graph mode), ``onnxruntime`` (static
-            QDQ model run by onnxruntime), or ``auto``: build every available one and keep the fastest on the
-            target batch shape.
+            QDQ model run by onnxruntime), ``onnxruntime-dynamic`` (int8 weights, activations quantized per batch
+            at run time: no calibration, the usual choice for Linear-heavy transformers), or ``auto``: build every
+            available one and keep the fastest on the target batch shape.
         calibration_batches: batches of calibration data run through the observers.
         observer: activation observer: ``minmax`` or ``histogram`` (torch-ao's entropy/L2 search; for onnxruntime,
             its percentile calibrator).

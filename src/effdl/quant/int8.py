@@ -70,14 +70,14 @@ def available_runtimes() -> list[str]:
     ``onnxruntime`` the onnx and onnxruntime packages).
 
     Example:
-        >>> set(available_runtimes()) <= {"torch-ao", "onnxruntime"}
+        >>> set(available_runtimes()) <= {"torch-ao", "onnxruntime", "onnxruntime-dynamic"}
         True
     """
     found = []
     if _ao_engine() is not None:
         found.append("torch-ao")
     if _has_onnxruntime():
-        found.append("onnxruntime")
+        found += ["onnxruntime", "onnxruntime-dynamic"]
     return found
 
 
@@ -119,16 +119,16 @@ class Int8Model(nn.Module):
             self._session = _session(impl, meta.get("threads"))
             self._input = self._session.get_inputs()[0].name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         if self.runtime == "torch-ao":
-            out = self.graph(x)
+            out = self.graph(*xs)
             return out if isinstance(out, torch.Tensor) else flatten_tensors(out)[0]
-        out = self._session.run(None, {self._input: x.detach().cpu().numpy()})[0]
-        return torch.from_numpy(out)
+        feeds = {i.name: x.detach().cpu().numpy() for i, x in zip(self._session.get_inputs(), xs, strict=True)}
+        return torch.from_numpy(self._session.run(None, feeds)[0])
 
     def size_bytes(self) -> int:
         """Bytes of the saved model file."""
-        if self.runtime == "onnxruntime":
+        if self.runtime.startswith("onnxruntime"):
             return len(self._onnx)
         with tempfile.TemporaryDirectory() as tmp:
             return self.save(Path(tmp, "model")).stat().st_size
@@ -139,8 +139,8 @@ class Int8Model(nn.Module):
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the model atomically: ``.onnx`` for onnxruntime (with a ``.onnx.json`` of metadata beside it),
         ``.safetensors`` for torch-ao (the suffix is set accordingly). Reload with :func:`load_int8`."""
-        path = Path(path).with_suffix(".onnx" if self.runtime == "onnxruntime" else ".safetensors")
-        if self.runtime == "onnxruntime":
+        path = Path(path).with_suffix(".onnx" if self.runtime.startswith("onnxruntime") else ".safetensors")
+        if self.runtime.startswith("onnxruntime"):
             atomic_write_bytes(path, self._onnx)
             atomic_write_json(path.with_name(path.name + ".json"), self._meta())
         else:
@@ -208,6 +208,8 @@ def _prepare_ao(model: nn.Module, config: Int8Config, example: torch.Tensor):
 
 
 def _build_ao(model: nn.Module, config: Int8Config, example: torch.Tensor, data: Any) -> nn.Module:
+    if not isinstance(example, torch.Tensor):
+        raise UnsupportedError("the torch-ao runtime takes models with one input tensor; use runtime='onnxruntime'")
     from torch.ao.quantization.quantize_fx import convert_fx
 
     with _quiet():
@@ -278,7 +280,18 @@ def _restore_ao(graph: nn.Module, state: dict[str, torch.Tensor]) -> None:
 # onnxruntime (static QDQ)
 
 
-def _build_ort(model: nn.Module, config: Int8Config, example: torch.Tensor, data: Any) -> bytes:
+# ops quantized in onnxruntime: the weight-bearing ones (what effdl's fake-quant simulates) and the data movement
+# and ReLU-family ops between them, so int8 CNNs stay int8 from conv to conv (QLinear kernels, no Q/DQ in between).
+# Concat stays float: one scale shared by a class token and the patch embeddings cost ViT 13 dB.
+# Normalizations, softmax, GELU arithmetic and the residual Add stay float: quantizing them is what cost
+# transformers their accuracy (GPT-2 12 dB, ViT 16 dB before; 33 and 36 dB now, benchmarks/results/real_models.md).
+_ORT_OPS = ("Conv", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
+            "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Resize")  # fmt: skip
+
+
+def _build_ort(
+    model: nn.Module, config: Int8Config, example: torch.Tensor, data: Any, *, dynamic: bool = False
+) -> bytes:
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -295,9 +308,17 @@ def _build_ort(model: nn.Module, config: Int8Config, example: torch.Tensor, data
         fp32, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         export_onnx(model, example, fp32)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        name = onnx.load(str(pre)).graph.input[0].name
+        if dynamic:  # int8 weights; each batch's activations get their own scale at run time (MatMulInteger)
+            from onnxruntime.quantization import quantize_dynamic
+
+            quantize_dynamic(str(pre), str(out), op_types_to_quantize=["MatMul", "Gemm"],
+                             per_channel=config.per_channel, weight_type=QuantType.QInt8,
+                             extra_options={"MatMulConstBOnly": True})  # fmt: skip
+            return out.read_bytes()
+        names = [i.name for i in onnx.load(str(pre)).graph.input]
         batches = [
-            {name: args[0].detach().cpu().numpy()} for args in calibration_inputs(data, config.calibration_batches)
+            {n: a.detach().cpu().numpy() for n, a in zip(names, args, strict=True)}
+            for args in calibration_inputs(data, config.calibration_batches)
         ]
 
         class Reader(CalibrationDataReader):
@@ -317,10 +338,8 @@ def _build_ort(model: nn.Module, config: Int8Config, example: torch.Tensor, data
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
-            # only the layers that hold weights: what effdl's fake-quant simulates (inputs and weights of Conv,
-            # Linear, MatMul with a constant operand); normalizations, softmax and the attention products stay
-            # float, which is what keeps transformers accurate
-            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            # MatMul only with a constant operand: the attention products (two activations) stay float
+            op_types_to_quantize=list(_ORT_OPS),
             extra_options={"MatMulConstBOnly": True},
         )
         return out.read_bytes()
@@ -364,9 +383,15 @@ def convert_int8(
     config = config or Int8Config()
     if not isinstance(config, Int8Config):
         raise ConfigError(f"convert_int8 takes an Int8Config, got {type(config).__name__}")
-    if not isinstance(example_inputs, torch.Tensor):
-        raise ConfigError("convert_int8 needs example_inputs, a batch tensor the model accepts")
-    runtimes = available_runtimes() if config.runtime == "auto" else [config.runtime]
+    if isinstance(example_inputs, list):
+        example_inputs = tuple(example_inputs)
+    tensors = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ConfigError("convert_int8 needs example_inputs, a batch tensor (or tuple of them) the model accepts")
+    # auto weighs the static runtimes; dynamic int8 quantizes only matmuls (a CNN would stay mostly float), so it is
+    # used when asked for by name
+    auto = [r for r in available_runtimes() if r != "onnxruntime-dynamic"]
+    runtimes = auto if config.runtime == "auto" else [config.runtime]
     if config.runtime != "auto":
         _require_runtime(config.runtime)
     if not runtimes:
@@ -375,12 +400,12 @@ def convert_int8(
             "installed; pip install 'effdl[onnx]'"
         )
     model = model.eval()
-    calib = data if data is not None else [example_inputs]
+    calib = data if data is not None else [(tensors, None)]
     meta = {
         "config": config.to_dict(),
         "spec": model_spec(model),
         "structure": structure_records(model),  # how load_int8 rebuilds the float model it was made from
-        "input_shape": list(example_inputs.shape[1:]),
+        "input_shape": list(tensors[0].shape[1:]),
         "threads": threads,
     }
     built: dict[str, Int8Model] = {}
@@ -390,7 +415,7 @@ def convert_int8(
             if runtime == "torch-ao":
                 impl = _build_ao(model, config, example_inputs, calib)
             else:
-                impl = _build_ort(model, config, example_inputs, calib)
+                impl = _build_ort(model, config, example_inputs, calib, dynamic=runtime == "onnxruntime-dynamic")
         except Exception as exc:
             if config.runtime != "auto":
                 raise
@@ -408,10 +433,11 @@ def convert_int8(
         q.skipped = skipped
     if len(built) == 1:
         return next(iter(built.values()))
-    n = batch_size or int(example_inputs.shape[0])
-    x = example_inputs[:1].expand(n, *example_inputs.shape[1:]).contiguous()
+    n = batch_size or int(tensors[0].shape[0])
+    x = tuple(t[:1].expand(n, *t.shape[1:]).contiguous() for t in tensors)
     from effdl.measure.latency import compare_latency
 
+    x = x if len(x) > 1 else x[0]
     times = {k: v.median_ms for k, v in compare_latency({"fp32": model, **built}, x, threads=threads).items()}
     best = min(built, key=lambda k: times[k])
     chosen = built[best]
@@ -465,7 +491,8 @@ def load_int8(path: str | os.PathLike, *, model: nn.Module | None = None, thread
         _require_runtime("onnxruntime")
         meta.pop("kind", None)
         meta["threads"] = threads
-        return Int8Model("onnxruntime", path.read_bytes(), meta)
+        runtime = meta.get("runtime", "onnxruntime")
+        return Int8Model(runtime if runtime.startswith("onnxruntime") else "onnxruntime", path.read_bytes(), meta)
     state, meta = load_checkpoint(path)
     if meta.pop("kind", None) != _FORMAT:
         raise CheckpointError(f"{path} is not an effdl int8 model (saved by Int8Model.save); load it with load_model")

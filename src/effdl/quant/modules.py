@@ -418,6 +418,7 @@ class QuantMultiheadAttention(QuantLayer, nn.MultiheadAttention):
 
     @property
     def bias(self) -> torch.Tensor | None:
+        """The packed q/k/v projection's bias."""
         return self.in_proj_bias
 
     def forward(  # type: ignore[override]
