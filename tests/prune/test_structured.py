@@ -50,8 +50,14 @@ def test_pruned_equals_zeroed_dense_and_reloads_and_exports(name, make, tmp_path
     torch.testing.assert_close(torch.from_numpy(out[: len(x)]), y, atol=1e-4, rtol=1e-4)
 
 
+# every criterion on the small variant of every architecture by default; on the full-size models with -m slow
+CRITERION_MODELS = [
+    pytest.param(n, marks=() if n in TEST_MODELS else pytest.mark.slow) for n in ALL_MODELS
+]
+
+
 @pytest.mark.parametrize("criterion", CRITERIA.names())
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", CRITERION_MODELS)
 def test_contract_every_criterion_every_model(name, criterion, make):
     model, x = make(name)
     x1 = x[:1]
@@ -383,3 +389,42 @@ def test_norm_layers(norm, prunable):
     remove_channels_(model, plan, x)
     torch.testing.assert_close(model(x), zeroed(x), atol=1e-5, rtol=1e-4)
     assert model[0].out_channels == (4 if prunable else 8)
+
+
+class _Erfc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.special.erfcx(self.fc1(x)))
+
+
+def test_an_unknown_op_pins_and_a_registered_rule_frees_it():
+    from effdl.prune import register_function_rule
+    from effdl.prune.graph._functions import RULES
+
+    model, x = _Erfc(), torch.randn(3, 4)
+    graph = build_dependency_graph(model, x)
+    assert graph.groups == [] and "is not followed" in graph.pinned["fc1"]
+    register_function_rule("special_erfcx", "elementwise")
+    try:
+        graph = build_dependency_graph(model, x)
+        assert [g.name for g in graph.groups] == ["fc1"]
+    finally:
+        RULES.pop("special_erfcx")
+
+
+def test_wanda_criterion_weighs_the_consumer_columns_by_their_input_norms():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    x = torch.randn(32, 4)
+    graph = build_dependency_graph(model, x)
+    from effdl.prune.structured import compute_scores
+
+    scores = compute_scores(model, graph, StructuredPruneConfig(criterion="wanda"), data=[(x, None)])["0"]
+    h = torch.relu(model[0](x)).detach()  # what the consumer reads
+    expected = model[2].weight.detach().abs().sum(0) * h.norm(dim=0)  # sum_i |W_ic| * ||X_c||
+    torch.testing.assert_close(scores.float(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="needs|calibration data"):
+        compute_scores(model, graph, StructuredPruneConfig(criterion="wanda"))

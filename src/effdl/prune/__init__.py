@@ -16,7 +16,15 @@ from effdl.core.deprecation import deprecated_config, module_getattr
 from effdl.prune.api import groups_table, measure_summary, prune_
 from effdl.prune.criteria import CRITERIA, channel_scores
 from effdl.prune.dynamic import DynamicSparseTraining, DynamicSparsityConfig, erk_densities
-from effdl.prune.graph import Channel, DependencyGraph, Group, Site, build_dependency_graph, register_module_handler
+from effdl.prune.graph import (
+    Channel,
+    DependencyGraph,
+    Group,
+    Site,
+    build_dependency_graph,
+    register_function_rule,
+    register_module_handler,
+)
 from effdl.prune.lottery import EarlyBird, LotteryResult, LotteryTicketConfig, RewindPoint, reinitialize_
 from effdl.prune.oneshot import OneShotPruneConfig, SparseGPTConfig, WandaConfig, sparsegpt_prune, wanda_mask
 from effdl.prune.sensitivity import SensitivityResult, sensitivity_analysis, sensitivity_config
@@ -82,6 +90,7 @@ __all__ = [
     "plan_structured",
     "prunable_weights",
     "prune_",
+    "register_function_rule",
     "register_module_handler",
     "reinitialize_",
     "remove_channels_",

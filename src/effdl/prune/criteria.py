@@ -1,8 +1,9 @@
 """Importance criteria for structured pruning: one score per removable channel of a group (low = removed first).
 
 A criterion is ``f(group, tensors, grads, generator) -> scores`` where ``tensors`` maps state_dict keys to the
-model's tensors and ``grads`` the gradients of parameters (only for criteria registered with ``needs_grad``).
-Register new ones in :data:`CRITERIA`.
+model's tensors and ``grads`` the gradients of parameters (for criteria registered with ``needs_grad``) or the
+input-feature norms ``||X_j||`` of every Linear layer that consumes a group's channels, by module name (for criteria
+registered with ``needs_inputs``). Register new ones in :data:`CRITERIA`.
 """
 
 from __future__ import annotations
@@ -135,3 +136,30 @@ def taylor(group, tensors, grads, generator):
 def random_scores(group, tensors, grads, generator):
     """Uniform random scores from the seeded generator."""
     return torch.rand(len(group.channels), generator=generator, dtype=torch.float64)
+
+
+@CRITERIA.register(
+    "wanda",
+    description="sum over the consumers' input columns of |W| x ||x|| (structured Wanda; needs data)",
+    needs_inputs=True,
+)
+def wanda_structured(group, tensors, norms, generator):
+    """Activation-aware: each channel scores ``sum_i |W_ij| * ||X_j||_2`` over the input columns ``j`` it occupies
+    in every Linear layer that reads it (Wanda's weight-times-input-norm, Sun et al. 2024, summed per channel as
+    Wanda-sp in An et al., "Fluctuation-based Adaptive Structured Pruning", AAAI 2024). A head scores the output
+    projection columns it owns, an MLP neuron its column of the down projection. Groups with no Linear consumer
+    fall back to ``l2``."""
+    if norms is None:
+        raise ValueError("wanda needs the input norms of the consumer layers")
+
+    def per_index(site: Site):
+        if site.role != "in" or site.tensor != "weight" or site.module not in norms or site.dim != 1:
+            return None
+        w = tensors[site.key].detach().float()  # (out, in)
+        return w.abs().sum(0).double() * norms[site.module].double()  # (in,)
+
+    scores = channel_scores(group, per_index)
+    if not bool(scores.abs().sum() > 0):
+        log.debug("group %s has no Linear consumer with input statistics; wanda falls back to l2", group.name)
+        return l2_norm(group, tensors, None, generator)
+    return scores

@@ -16,6 +16,7 @@ from torch import nn
 from effdl.core.config import Config, check_choice, check_range
 from effdl.core.errors import ConfigError, UnsupportedError
 from effdl.core.modules import eval_mode
+from effdl.measure.activations import calibration_batches, collect_input_stats
 from effdl.prune.criteria import CRITERIA
 from effdl.prune.graph import Channel, DependencyGraph, Group, build_dependency_graph
 from effdl.prune.surgery import PruningPlan, make_plan
@@ -33,7 +34,8 @@ class StructuredPruneConfig(Config):
 
     Attributes:
         criterion: name in :data:`~effdl.prune.CRITERIA`: ``l1`` (Li et al. 2017), ``l2``, ``bn_scale`` (network
-            slimming), ``taylor`` (Molchanov et al. 2019; needs ``data``), ``random``.
+            slimming), ``taylor`` (Molchanov et al. 2019; needs ``data``), ``wanda`` (weights times their inputs'
+            norms; needs ``data``), ``random``.
         ratio: fraction of channels removed, in [0, 1).
         per_layer: ``{module name or regex: ratio}`` overriding ``ratio`` for the groups those modules produce
             (0 keeps a group whole).
@@ -118,6 +120,8 @@ def compute_scores(
     entry = CRITERIA.entry(config.criterion)
     fn = entry.obj
     generator = torch.Generator().manual_seed(config.seed)
+    if entry.meta.get("needs_inputs"):
+        return _input_aware_scores(model, graph, config, fn, generator, data)
     if not entry.meta.get("needs_grad"):
         tensors = _tensors(model)
         return {g.name: fn(g, tensors, None, generator) for g in graph.groups}
@@ -132,7 +136,8 @@ def compute_scores(
     with eval_mode(model):  # BN statistics stay as they are; gradients are still exact for the eval-mode network
         for batch in itertools.islice(iter(data), config.num_batches):
             model.zero_grad(set_to_none=True)
-            loss_fn(model(batch[0]), batch[1]).backward()
+            inputs = batch[0] if isinstance(batch[0], tuple | list) else (batch[0],)  # several inputs: a tuple
+            loss_fn(model(*inputs), batch[1]).backward()
             tensors = _tensors(model)
             grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
             for g in graph.groups:
@@ -143,6 +148,26 @@ def compute_scores(
     if n == 0:
         raise ConfigError("data yielded no batches; pass a non-empty loader")
     return {k: v / n for k, v in totals.items()}
+
+
+def _input_aware_scores(model, graph, config, fn, generator, data) -> dict[str, torch.Tensor]:
+    """Scores from the input-feature norms of every Linear layer that consumes a group's channels."""
+    if data is None:
+        raise ConfigError(
+            f"criterion {config.criterion!r} weighs weights by their inputs' norms on calibration data; pass data= "
+            "(batches of (inputs, targets)) or CLI --data, or use criterion='l1'"
+        )
+    modules = dict(model.named_modules())
+    layers = {
+        s.module: modules[s.module]
+        for g in graph.groups
+        for s in g.sites()
+        if s.role == "in" and s.tensor == "weight" and isinstance(modules.get(s.module), nn.Linear)
+    }
+    stats = collect_input_stats(model, layers, list(calibration_batches(data, config.num_batches)))
+    norms = {name: st.feature_norm() for name, st in stats.items() if st.sq_sum is not None}
+    tensors = _tensors(model)
+    return {g.name: fn(g, tensors, norms, generator) for g in graph.groups}
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:

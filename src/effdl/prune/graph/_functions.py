@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from effdl.core.errors import ConfigError
 from effdl.measure.capture import METADATA_OPS, Call, Capture, SizeInt
 from effdl.prune.graph._model import Site
 from effdl.prune.graph._state import Binding, Info, ParamView, State
@@ -1083,15 +1084,23 @@ RULES.update(
 )
 
 
-def register_function_rule(name: str, rule: Callable[[Ctx, Call], Any]) -> None:
+def register_function_rule(name: str, rule: str | Callable[[Ctx, Call], Any]) -> None:
     """Teaches the dependency analysis a torch function or tensor method by name (the extension point for ops the
     analysis does not know; an unknown op pins the channels it reads, so a rule only ever frees more channels).
 
     Args:
-        name: the op's name as captured (``"linear"``, ``"view"``, ``"my_op"``).
-        rule: ``rule(ctx, call) -> labels of the output`` (an ``Info``, None, or a list for tuple outputs); see the
-            built-in rules in this file.
+        name: the op's name as captured (``"linear"``, ``"view"``, ``"erfc"``).
+        rule: ``"elementwise"`` for an op that works entry by entry on broadcast operands (channels pass through
+            and meet), or ``rule(ctx, call) -> labels of the output`` (an ``Info``, None, or a list for tuple
+            outputs; see the built-in rules in this file).
+
+    Example:
+        >>> register_function_rule("erfc", "elementwise")
     """
+    if rule == "elementwise":
+        rule = _rule_binary
+    elif not callable(rule):
+        raise ConfigError(f"rule must be 'elementwise' or a function rule(ctx, call), got {rule!r}")
     RULES[name] = rule
 
 
