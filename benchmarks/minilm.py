@@ -7,7 +7,7 @@ interpreter): every fourth summary paragraph (763) is held out for evaluation; e
 
 1. ``fp32``: the pretrained encoder (BERT body, mean pooling over the attention mask, L2 normalization).
 2. ``pruned``: 30% of the attention heads (grouped from the captured graph) and 30% of the MLP neurons of every layer
-   removed by structured pruning (criterion ``wanda``: the consumer columns' weights times their inputs' norms on 8
+   removed by structured pruning (criterion ``wanda_sp``: the consumer columns' weights times their inputs' norms on 8
    batches of 32 distillation sentences), no recovery.
 3. ``pruned+distilled``: (2) trained to reproduce fp32 on the distillation sentences: the embedding loss (cosine +
    MSE of the normalized embeddings, ``effdl.distill.embedding_loss``) plus the MSE of every layer's hidden states
@@ -48,7 +48,7 @@ from effdl.quant import Int8Config, convert_int8
 RATIO = 0.3
 EPOCHS = int(os.environ.get("MINILM_EPOCHS", "4"))
 LR = float(os.environ.get("MINILM_LR", "2e-4"))
-CRITERION = os.environ.get("MINILM_CRITERION", "wanda")
+CRITERION = os.environ.get("MINILM_CRITERION", "wanda_sp")
 LAYERWISE = os.environ.get("MINILM_LAYERWISE", "1") == "1"
 BATCH = 32
 SEQ = 128

@@ -422,9 +422,9 @@ def test_wanda_criterion_weighs_the_consumer_columns_by_their_input_norms():
     graph = build_dependency_graph(model, x)
     from effdl.prune.structured import compute_scores
 
-    scores = compute_scores(model, graph, StructuredPruneConfig(criterion="wanda"), data=[(x, None)])["0"]
+    scores = compute_scores(model, graph, StructuredPruneConfig(criterion="wanda_sp"), data=[(x, None)])["0"]
     h = torch.relu(model[0](x)).detach()  # what the consumer reads
     expected = model[2].weight.detach().abs().sum(0) * h.norm(dim=0)  # sum_i |W_ic| * ||X_c||
     torch.testing.assert_close(scores.float(), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match=r"inputs. norms on calibration data; pass data="):
-        compute_scores(model, graph, StructuredPruneConfig(criterion="wanda"))
+        compute_scores(model, graph, StructuredPruneConfig(criterion="wanda_sp"))

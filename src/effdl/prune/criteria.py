@@ -139,7 +139,7 @@ def random_scores(group, tensors, grads, generator):
 
 
 @CRITERIA.register(
-    "wanda",
+    "wanda_sp",
     description="sum over the consumers' input columns of |W| x ||x|| (structured Wanda; needs data)",
     needs_inputs=True,
 )
@@ -150,7 +150,7 @@ def wanda_structured(group, tensors, norms, generator):
     projection columns it owns, an MLP neuron its column of the down projection. Groups with no Linear consumer
     fall back to ``l2``."""
     if norms is None:
-        raise ValueError("wanda needs the input norms of the consumer layers")
+        raise ValueError("wanda_sp needs the input norms of the consumer layers")
 
     def per_index(site: Site):
         if site.role != "in" or site.tensor != "weight" or site.module not in norms or site.dim != 1:
@@ -160,6 +160,6 @@ def wanda_structured(group, tensors, norms, generator):
 
     scores = channel_scores(group, per_index)
     if not bool(scores.abs().sum() > 0):
-        log.debug("group %s has no Linear consumer with input statistics; wanda falls back to l2", group.name)
+        log.debug("group %s has no Linear consumer with input statistics; wanda_sp falls back to l2", group.name)
         return l2_norm(group, tensors, None, generator)
     return scores

@@ -34,7 +34,7 @@ class StructuredPruneConfig(Config):
 
     Attributes:
         criterion: name in :data:`~effdl.prune.CRITERIA`: ``l1`` (Li et al. 2017), ``l2``, ``bn_scale`` (network
-            slimming), ``taylor`` (Molchanov et al. 2019; needs ``data``), ``wanda`` (weights times their inputs'
+            slimming), ``taylor`` (Molchanov et al. 2019; needs ``data``), ``wanda_sp`` (weights times their inputs'
             norms; needs ``data``), ``random``.
         ratio: fraction of channels removed, in [0, 1).
         per_layer: ``{module name or regex: ratio}`` overriding ``ratio`` for the groups those modules produce
