@@ -172,5 +172,7 @@ def docstring_sentences(
             for text in texts:
                 if text and min_words <= len(text.split()) <= max_words and text[0].isalpha():
                     seen.setdefault(text, None)
+        if limit is not None and len(seen) >= limit:  # files are read in a fixed order: the first ones suffice
+            break
     sentences = list(seen)
     return sentences if limit is None else sentences[:limit]

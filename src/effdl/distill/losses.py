@@ -57,8 +57,8 @@ def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
         >>> e = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
         >>> float(embedding_loss(e, e))
         0.0
-        >>> round(float(embedding_loss(e, e.flip(1))), 3)
-        2.0
+        >>> round(float(embedding_loss(e, e.flip(1))), 3)  # orthogonal: 1 - cos = 1, squared distance 2
+        3.0
     """
     if student.shape != teacher.shape:
         raise ShapeError(
