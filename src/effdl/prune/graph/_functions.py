@@ -229,10 +229,7 @@ def _rule_binary(ctx: Ctx, call: Call) -> Any:
         return None
     operands = [a for a in call.args if isinstance(a, torch.Tensor)]
     operands += [a for k, a in call.kwargs.items() if isinstance(a, torch.Tensor) and k != "out"]
-    if call.name in ("masked_fill", "masked_fill_", "where"):
-        # the mask / condition selects; values still flow elementwise
-        pass
-    return _elementwise(ctx, call, operands, out)
+    return _elementwise(ctx, call, operands, out)  # a where() condition takes part like any operand
 
 
 def _rule_spatial(ctx: Ctx, call: Call) -> Any:
@@ -494,7 +491,7 @@ def _rule_getitem(ctx: Ctx, call: Call) -> Any:
         return ParamView(v.key, tuple(dims))
     arr, axes = v.arr, []
     sel: list[Any] = []
-    for pos, a in enumerate(v.axes):
+    for a in v.axes:
         pick = picks.get(a, slice(None))
         if isinstance(pick, int):
             if len(v.axes) == 1:
@@ -507,7 +504,6 @@ def _rule_getitem(ctx: Ctx, call: Call) -> Any:
             return None
         sel.append(pick)
         axes.append(mapping[a])
-        del pos
     arr = arr[tuple(sel)]
     if not axes:
         return None
@@ -612,8 +608,9 @@ def _rule_reduce(ctx: Ctx, call: Call) -> Any:
     dims = _arg(call, 1, "dim")
     if call.name in ("norm",):
         dims = _arg(call, 2, "dim")
-    if dims is None or isinstance(dims, torch.Tensor):
-        return _collapse_all(ctx, v, call)
+    if dims is None or isinstance(dims, torch.Tensor):  # a reduction over everything
+        ctx.st.pin(v.arr, f"{_where(call)} reduces over them")
+        return None
     dims = [dims] if isinstance(dims, int) else list(dims)
     dims = sorted(_norm_axis(int(d), nd) for d in dims)
     keep = bool(call.kwargs.get("keepdim", False) or (len(call.args) > 2 and call.args[2] is True))
@@ -627,10 +624,6 @@ def _rule_reduce(ctx: Ctx, call: Call) -> Any:
     if res is None or keep:
         return res
     return Info(tuple(a - sum(d < a for d in dims) for a in res.axes), res.arr)
-
-
-def _collapse_all(ctx: Ctx, v: Info, call: Call) -> None:
-    ctx.st.pin(v.arr, f"{_where(call)} reduces over them")
 
 
 def _rule_softmax(ctx: Ctx, call: Call) -> Any:
@@ -829,8 +822,6 @@ def _operand(ctx: Ctx, t: torch.Tensor, letter_of: list) -> _Operand:
     v = ctx.value(t)
     sizes = {letter_of[i]: t.shape[i] for i in range(t.dim())}
     if isinstance(v, Info):
-        order = sorted(range(len(v.axes)), key=lambda i: str(letter_of[v.axes[i]]))
-        del order
         return _Operand(tuple(letter_of[a] for a in v.axes), v.arr, None, sizes)
     if isinstance(v, ParamView):
         return _Operand((), None, (v, {letter_of[i]: d for i, d in enumerate(v.dims) if d is not None}), sizes)
@@ -890,7 +881,6 @@ def _contract(ctx: Ctx, a: _Operand, b: _Operand, where: str, *, m_bias: Any = N
                 _collapse_letter(ctx, op, "k", heads=True)
     # free and batch axes
     if a.arr is not None and b.arr is not None:
-        letters = tuple(dict.fromkeys((*a.letters, *b.letters)))
         only_a = set(a.letters) - set(b.letters)
         only_b = set(b.letters) - set(a.letters)
         if only_a and only_b:
@@ -899,7 +889,6 @@ def _contract(ctx: Ctx, a: _Operand, b: _Operand, where: str, *, m_bias: Any = N
             return None
         carrier, other = (a, b) if len(a.letters) >= len(b.letters) else (b, a)
         st.union_arrays(carrier.arr, _lay(other, carrier.letters))
-        del letters
         result = (carrier.letters, carrier.arr)
     elif a.arr is not None:
         result = (a.letters, a.arr)
