@@ -139,40 +139,61 @@ def _common_prefix(names: Sequence[str]) -> str:
 
 def _collect(st: State, cap: Capture) -> DependencyGraph:
     # One tensor index can only leave with every label that uses it: unite labels sharing an index (a module
-    # called twice, or a tied weight, records its sites once per use).
-    owner: dict[tuple[str, str, int, int], int] = {}
-    for lab in sorted(st.uses):
-        for site, idx in st.uses[lab]:
-            key = (site.module, site.tensor, site.dim, idx)
-            if key in owner:
-                st.union(owner[key], lab)
-            else:
-                owner[key] = lab
-    classes: dict[int, list[int]] = {}
-    for lab in range(len(st.parent)):
-        classes.setdefault(st.find(lab), []).append(lab)
+    # called twice, or a tied weight, records its sites once per use). Vectorized: models have 1e5 labels.
+    per_site: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for site, labs, idx in st.uses:
+        per_site.setdefault(site, []).append((labs, idx))
+    merged: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+    for site, parts in per_site.items():
+        labs = np.concatenate([p[0] for p in parts])
+        idx = np.concatenate([p[1] for p in parts])
+        order = np.lexsort((labs, idx))
+        labs, idx = labs[order], idx[order]
+        shared = (idx[1:] == idx[:-1]) & (labs[1:] != labs[:-1])
+        for a, b in zip(labs[:-1][shared].tolist(), labs[1:][shared].tolist(), strict=True):
+            st.union(a, b)
+        merged[site] = (labs, idx)
+    n = len(st.parent)
+    root = np.fromiter((st.find(i) for i in range(n)), dtype=np.int64, count=n)
+    pinned_root: dict[int, str] = {}
+    for lab in sorted(st.pin_reason):  # the reason of a class's first pinned label
+        pinned_root.setdefault(int(root[lab]), st.pin_reason[lab])
+    # producers of each class, in label order
+    producers_of: dict[int, list[str]] = {}
+    for lab, r in enumerate(root.tolist()):
+        prods = producers_of.setdefault(r, [])
+        if not prods or st.producer[lab] not in prods:
+            prods.append(st.producer[lab])
+    first_label: dict[int, int] = {}
+    for lab, r in enumerate(root.tolist()):
+        first_label.setdefault(r, lab)
     pinned: dict[str, str] = {}
+    for r, reason in sorted(pinned_root.items(), key=lambda kv: first_label[kv[0]]):
+        for p in producers_of[r]:
+            pinned.setdefault(p, reason)
+    occ: dict[int, dict[Any, list[int]]] = {}
+    for site, (labs, idx) in merged.items():
+        roots = root[labs]
+        order = np.lexsort((idx, roots))
+        roots, idx = roots[order], idx[order]
+        fresh = np.ones(len(roots), dtype=bool)
+        fresh[1:] = (roots[1:] != roots[:-1]) | (idx[1:] != idx[:-1])  # each (class, index) once
+        for r, i in zip(roots[fresh].tolist(), idx[fresh].tolist(), strict=True):
+            if r not in pinned_root:
+                occ.setdefault(r, {}).setdefault(site, []).append(i)
     by_key: dict[tuple[str, ...], list[Channel]] = {}
     kinds: dict[tuple[str, ...], str] = {}
     first_seen: dict[tuple[str, ...], int] = {}
-    for root, members in classes.items():
-        reasons = [st.pin_reason[m] for m in members if m in st.pin_reason]
-        producers = tuple(dict.fromkeys(st.producer[m] for m in members))
-        if reasons:
-            for p in producers:
-                pinned.setdefault(p, reasons[0])
+    heads_roots = {int(root[lab]) for lab in st.heads}
+    for r in sorted(occ, key=lambda r: first_label[r]):
+        sites = occ[r]
+        if not any(site.role == "out" for site in sites):
             continue
-        occ: dict[Any, list[int]] = {}
-        for m in members:
-            for site, idx in st.uses.get(m, []):
-                occ.setdefault(site, []).append(idx)
-        if not any(site.role == "out" for site in occ):
-            continue
-        occ = {s: sorted(set(ix)) for s, ix in occ.items()}
-        by_key.setdefault(producers, []).append(Channel(root, occ))
-        kind = "heads" if any(m in st.heads for m in members) else "channels"
+        producers = tuple(producers_of[r])
+        by_key.setdefault(producers, []).append(Channel(r, sites))
+        kind = "heads" if r in heads_roots else "channels"
         kinds[producers] = "heads" if kinds.get(producers) == "heads" else kind
-        first_seen.setdefault(producers, min(members))
+        first_seen.setdefault(producers, first_label[r])
     groups = []
     for prods, chs in sorted(by_key.items(), key=lambda kv: first_seen[kv[0]]):
         name = f"{_common_prefix(prods)}.heads".lstrip(".") if kinds[prods] == "heads" else prods[0]

@@ -59,8 +59,8 @@ class State:
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.pin_reason: dict[int, str] = {}
-        self.uses: dict[int, list[tuple[Site, int]]] = {}
-        self.producer: dict[int, str] = {}  # label -> producing module (for messages and grouping)
+        self.uses: list[tuple[Site, np.ndarray, np.ndarray]] = []  # (site, labels, indices): flat int64 arrays
+        self.producer: list[str] = []  # label -> producing module (for messages and grouping)
         self.heads: set[int] = set()  # labels united as blocks by an attention-like contraction
         self.grids: list[tuple[np.ndarray, int, str]] = []  # (labels, leading split axes, where): units are slices
         self.bindings: list[Binding] = []
@@ -71,10 +71,9 @@ class State:
         count = int(np.prod(shape)) if shape else 1
         start = len(self.parent)
         self.parent.extend(range(start, start + count))
-        for lab in range(start, start + count):
-            self.producer[lab] = producer
-            if pin:
-                self.pin_reason[lab] = pin
+        self.producer.extend([producer] * count)
+        if pin:
+            self.pin_reason.update(dict.fromkeys(range(start, start + count), pin))
         return np.arange(start, start + count, dtype=np.int64).reshape(shape)
 
     def find(self, a: int) -> int:
@@ -117,8 +116,8 @@ class State:
     def use(self, labels: np.ndarray, site: Site, width: int = 1) -> None:
         """Records that the labels along the last axis of ``labels`` occupy indices ``i*width .. i*width+width-1``
         of ``site`` (labels along other axes share the same indices, which unites them)."""
-        arr = np.asarray(labels)
-        for row in arr.reshape(-1, arr.shape[-1] if arr.ndim else 1).tolist():
-            for i, lab in enumerate(row):
-                for j in range(width):
-                    self.uses.setdefault(lab, []).append((site, i * width + j))
+        arr = np.asarray(labels, dtype=np.int64)
+        rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
+        labs = np.repeat(rows, width, axis=1).reshape(-1)
+        idx = np.tile(np.arange(rows.shape[1] * width, dtype=np.int64), rows.shape[0])
+        self.uses.append((site, labs, idx))
