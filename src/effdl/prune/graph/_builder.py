@@ -158,29 +158,41 @@ def _collect(st: State, cap: Capture) -> DependencyGraph:
     pinned_root: dict[int, str] = {}
     for lab in sorted(st.pin_reason):  # the reason of a class's first pinned label
         pinned_root.setdefault(int(root[lab]), st.pin_reason[lab])
-    # producers of each class, in label order
+    # the first label and the producers (in label order) of each class, from unique (class, producer) pairs
+    uniq_roots, first = np.unique(root, return_index=True)
+    first_label = dict(zip(uniq_roots.tolist(), first.tolist(), strict=True))
+    names = sorted(set(st.producer))
+    index = {name: i for i, name in enumerate(names)}
+    pid = np.array([index[p] for p in st.producer], dtype=np.int64)
+    key = root * len(names) + pid
+    pairs, at = np.unique(key, return_index=True)
     producers_of: dict[int, list[str]] = {}
-    for lab, r in enumerate(root.tolist()):
-        prods = producers_of.setdefault(r, [])
-        if not prods or st.producer[lab] not in prods:
-            prods.append(st.producer[lab])
-    first_label: dict[int, int] = {}
-    for lab, r in enumerate(root.tolist()):
-        first_label.setdefault(r, lab)
+    for k, _ in sorted(zip(pairs.tolist(), at.tolist(), strict=True), key=lambda kv: kv[1]):
+        producers_of.setdefault(k // len(names), []).append(names[k % len(names)])
     pinned: dict[str, str] = {}
     for r, reason in sorted(pinned_root.items(), key=lambda kv: first_label[kv[0]]):
         for p in producers_of[r]:
             pinned.setdefault(p, reason)
     occ: dict[int, dict[Any, list[int]]] = {}
+    pinned_array = np.fromiter(pinned_root, dtype=np.int64, count=len(pinned_root))
     for site, (labs, idx) in merged.items():
         roots = root[labs]
+        keep = ~np.isin(roots, pinned_array)
+        roots, idx = roots[keep], idx[keep]
         order = np.lexsort((idx, roots))
         roots, idx = roots[order], idx[order]
         fresh = np.ones(len(roots), dtype=bool)
         fresh[1:] = (roots[1:] != roots[:-1]) | (idx[1:] != idx[:-1])  # each (class, index) once
-        for r, i in zip(roots[fresh].tolist(), idx[fresh].tolist(), strict=True):
-            if r not in pinned_root:
-                occ.setdefault(r, {}).setdefault(site, []).append(i)
+        roots, idx = roots[fresh], idx[fresh]
+        if not len(roots):
+            continue
+        starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]]).tolist()
+        root_list, idx_list = roots.tolist(), idx.tolist()
+        for a, b in zip(starts, [*starts[1:], len(root_list)], strict=True):  # one segment per class
+            entry = occ.get(root_list[a])
+            if entry is None:
+                entry = occ[root_list[a]] = {}
+            entry[site] = idx_list[a:b]
     by_key: dict[tuple[str, ...], list[Channel]] = {}
     kinds: dict[tuple[str, ...], str] = {}
     first_seen: dict[tuple[str, ...], int] = {}
