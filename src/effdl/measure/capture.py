@@ -240,23 +240,13 @@ METADATA_OPS = frozenset({
 })  # fmt: skip
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, list | tuple):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
-
-
 def consumers(cap: Capture) -> dict[int, list[Call]]:
     """id(tensor) -> the calls that read its values (metadata reads excluded; the model output counts as one)."""
     out: dict[int, list[Call]] = {}
     for call in cap.calls:
         if call.name in METADATA_OPS:
             continue
-        for t in _tensors([call.args, call.kwargs]):
+        for t in flatten_tensors([call.args, call.kwargs]):
             out.setdefault(id(t), []).append(call)
     for t in flatten_tensors(cap.output):
         out.setdefault(id(t), []).append(Call("output", None, (), {}, None, ""))

@@ -14,7 +14,7 @@ from torch import nn
 
 from effdl.core.errors import EffdlError, UnsupportedError
 from effdl.measure.capture import Call, Capture, batchnorm_pairs, capture, flatten_tensors
-from effdl.prune.graph._functions import Ctx, _tensors_in, apply_rule
+from effdl.prune.graph._functions import Ctx, apply_rule
 from effdl.prune.graph._model import Channel, DependencyGraph, Group, SizeBinding
 from effdl.prune.graph._modules import leaf_trace
 from effdl.prune.graph._state import Info, ParamView, State
@@ -86,7 +86,7 @@ def build_dependency_graph(
 
 
 def _module_rule(ctx: Ctx, call: Call, ignored: bool) -> Any:
-    inputs = [ctx.info(t) for t in _tensors_in([call.args, call.kwargs])]
+    inputs = [ctx.info(t) for t in flatten_tensors([call.args, call.kwargs])]
     if ignored:
         for v in inputs:
             if v is not None:

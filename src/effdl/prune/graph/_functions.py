@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from effdl.core.errors import ConfigError
-from effdl.measure.capture import METADATA_OPS, Call, Capture, SizeInt
+from effdl.measure.capture import METADATA_OPS, Call, Capture, SizeInt, flatten_tensors
 from effdl.prune.graph._model import Site
 from effdl.prune.graph._state import Binding, Info, ParamView, State
 
@@ -58,19 +58,9 @@ def _site(pv: ParamView, dim: int, role: str) -> Site:
     return Site(_module_of(pv.key), _tensor_of(pv.key), dim, role)
 
 
-def _tensors_in(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, list | tuple):
-        return [t for o in obj for t in _tensors_in(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors_in(o)]
-    return []
-
-
 def pin_call(ctx: Ctx, call: Call, reason: str) -> None:
     """Pins the labels of every tensor ``call`` reads."""
-    for t in _tensors_in([call.args, call.kwargs]):
+    for t in flatten_tensors([call.args, call.kwargs]):
         v = ctx.info(t)
         if v is not None:
             ctx.st.pin(v.arr, reason)
@@ -1099,7 +1089,8 @@ def apply_rule(ctx: Ctx, call: Call) -> Any:
         return None
     rule = RULES.get(call.name)
     if rule is None:
-        if not _tensors_in(call.output) or all(ctx.value(t) is None for t in _tensors_in([call.args, call.kwargs])):
+        read = flatten_tensors([call.args, call.kwargs])
+        if not flatten_tensors(call.output) or all(ctx.value(t) is None for t in read):
             return None
         pin_call(ctx, call, f"{_where(call)} is not followed by the analysis")
         return None
