@@ -73,3 +73,17 @@ def test_transformer_layer_fused_path_cannot_bypass_the_quantizers():
             layer.weight_quant.enabled = False
         fine = model(x)
     assert (coarse - fine).abs().max() > 1e-2  # 2-bit weights change the output in eval mode, fused kernel or not
+
+
+def test_int8_without_torch_ao_fx_still_makes_a_real_int8_model(monkeypatch):
+    import sys
+
+    from effdl.quant.int8 import available_runtimes
+
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization.quantize_fx", None)  # as if a torch upgrade removed it
+    assert "torch-ao" not in available_runtimes()
+    model, x = real_model("torch_mha", batch=8)
+    q = convert_int8(model, Int8Config(), example_inputs=x, data=batches("torch_mha"))
+    assert q.runtime == "onnxruntime"
+    with torch.no_grad():
+        assert sqnr(model(x), q(x)) >= 25.0

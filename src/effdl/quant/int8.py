@@ -49,6 +49,12 @@ _FORMAT = "effdl.int8"
 
 
 def _ao_engine() -> str | None:
+    """torch's x86/fbgemm quantized engine, if this torch has one and still ships the FX graph-mode API (deprecated
+    in torch 2.13; a torch without it simply loses this runtime)."""
+    try:
+        import torch.ao.quantization.quantize_fx  # noqa: F401
+    except ImportError:
+        return None
     engines = torch.backends.quantized.supported_engines
     for engine in ("x86", "fbgemm"):
         if engine in engines:
@@ -66,8 +72,8 @@ def _has_onnxruntime() -> bool:
 
 
 def available_runtimes() -> list[str]:
-    """The int8 runtimes usable on this machine (``torch-ao`` needs torch's x86 or fbgemm quantized engine,
-    ``onnxruntime`` the onnx and onnxruntime packages).
+    """The int8 runtimes usable on this machine (``torch-ao`` needs torch's x86 or fbgemm quantized engine and its
+    FX graph-mode API, ``onnxruntime`` the onnx and onnxruntime packages).
 
     Example:
         >>> set(available_runtimes()) <= {"torch-ao", "onnxruntime", "onnxruntime-dynamic"}
