@@ -52,7 +52,7 @@ def _ao_engine() -> str | None:
     """torch's x86/fbgemm quantized engine, if this torch has one and still ships the FX graph-mode API (deprecated
     in torch 2.13; a torch without it simply loses this runtime)."""
     try:
-        import torch.ao.quantization.quantize_fx  # noqa: F401
+        import torch.ao.quantization.quantize_fx
     except ImportError:
         return None
     engines = torch.backends.quantized.supported_engines
