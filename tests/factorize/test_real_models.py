@@ -1,6 +1,7 @@
 """Factorization on the models users bring: torch's transformer layers keep working, tied weights are never untied,
 and every weight-matrix layer left dense is reported with its reason."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -39,3 +40,24 @@ def test_tied_weights_are_never_untied_or_grown():
     assert isinstance(model.mid, LowRank)
     assert sum(p.numel() for p in model.parameters()) < n
     assert {"layer": "head", "reason": "its weight is tied to emb"} in report.details["left_out"]
+
+
+def test_a_full_rank_factorization_that_changes_the_map_is_refused_and_restored(monkeypatch):
+    import effdl.factorize.api as api
+    from effdl.core.errors import UnsupportedError
+
+    real = api.factorize_layer
+
+    def broken(module, kind, ranks, **kw):
+        f = real(module, kind, ranks, **kw)
+        with torch.no_grad():
+            f[0].weight.mul_(1.01)  # a decomposition bug: 1% off
+        return f
+
+    monkeypatch.setattr(api, "factorize_layer", broken)
+    model, x = real_model("torch_encoder")
+    ref = model(x)
+    with pytest.raises(UnsupportedError, match=r"full-rank factorization of 'encoder.layers.0.linear1'.*restored"):
+        factorize_(model, LowRankConfig(selector="fixed", rank=64, only_if_smaller=False), example_inputs=x)
+    assert not any(isinstance(m, LowRank) for m in model.modules())
+    torch.testing.assert_close(model(x), ref, atol=0, rtol=0)

@@ -96,7 +96,10 @@ def _factorize(model: nn.Module, config: LowRankConfig, context: TransformContex
         if keep:
             log.debug("%s stays dense: ranks %s would not save parameters", layer.name, ranks)
             continue
-        swap_module_(model, layer.name, factorize_layer(layer.module, layer.kind, ranks))
+        replacement = factorize_layer(layer.module, layer.kind, ranks)
+        if ranks == tuple(layer.full):  # full rank promises the same map: check it before it goes in
+            _check_full_rank(layer.name, layer.module, replacement)
+        swap_module_(model, layer.name, replacement)
     use_unfused_transformer_layers_(model)  # torch's fused kernel would read the dense weight it no longer has
     after = profile(model, x, latency=False).summary()
     done = sum(r["factorized"] for r in rows)
@@ -105,6 +108,19 @@ def _factorize(model: nn.Module, config: LowRankConfig, context: TransformContex
     if shared is not None:
         details["global_energy"] = shared
     return Report(command="factorize", before=before, after=after, config=config.to_dict(), details=details)
+
+
+def _check_full_rank(name: str, dense: nn.Module, factorized: nn.Module, tol: float = 1e-4) -> None:
+    """A full-rank factorization must multiply out to the dense weight (the model is restored by ``apply_`` when
+    this raises)."""
+    with torch.no_grad():
+        want, got = dense.weight.float(), factorized.weight.float()
+        err = float((got - want).abs().max()) / max(float(want.abs().max()), 1e-12)
+    if not err <= tol:
+        raise UnsupportedError(
+            f"the full-rank factorization of {name!r} does not reproduce its weight (relative error {err:.2g}); "
+            f"the model was restored. Keep it dense with ignore=[{name!r}]"
+        )
 
 
 def restore_factorized_(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None:

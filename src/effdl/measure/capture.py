@@ -90,7 +90,6 @@ class Capture:
         output: what the model returned.
         keys: ``id(tensor) -> state_dict key`` of every parameter and buffer (the first name of a shared one).
         aliases: key -> every state_dict key naming the same tensor (tied weights), for keys with more than one.
-        leaves: names of modules recorded whole.
     """
 
     calls: list[Call]
@@ -98,7 +97,6 @@ class Capture:
     output: Any
     keys: dict[int, str]
     aliases: dict[str, list[str]]
-    leaves: list[str]
 
     def param_key(self, t: Any) -> str | None:
         """The state_dict key of ``t`` if it is one of the model's parameters or buffers."""
@@ -206,9 +204,8 @@ def capture(
         first = keys.setdefault(id(t), key)
         if first != key:
             aliases.setdefault(first, [first]).append(key)
-    leaves = [c.scope for c in calls if c.name == "module"]
-    log.debug("captured %d calls (%d leaf modules)", len(calls), len(leaves))
-    return Capture(calls, args if not kwargs else (kwargs,), output, keys, aliases, leaves)
+    log.debug("captured %d calls", len(calls))
+    return Capture(calls, args if not kwargs else (kwargs,), output, keys, aliases)
 
 
 def flatten_tensors(obj: Any) -> list[torch.Tensor]:

@@ -19,9 +19,8 @@ from effdl.measure.activations import InputStats, calibration_batches, layer_by_
 from effdl.measure.profiler import profile
 from effdl.models.base import check_example_inputs
 from effdl.models.structure import register_structure
-from effdl.prune.graph import build_dependency_graph
 from effdl.prune.oneshot import OneShotPruneConfig, SparseGPTConfig, oneshot_targets, sparsegpt_prune, wanda_mask
-from effdl.prune.structured import StructuredPruneConfig, compute_scores, select_channels
+from effdl.prune.structured import StructuredPruneConfig, structured_selection
 from effdl.prune.surgery import make_plan, output_mismatch, remove_channels_, resize_to_state_dict_, zero_channels_
 from effdl.prune.unstructured import (
     KeepSparsity,
@@ -96,9 +95,7 @@ def _inputs(model: nn.Module, context: TransformContext, caller: str) -> Any:
 def _structured(model: nn.Module, config: StructuredPruneConfig, context: TransformContext) -> Report:
     x = _inputs(model, context, "prune_")
     before = measure_summary(model, x)
-    graph = build_dependency_graph(model, x, ignore=config.ignore)
-    scores = compute_scores(model, graph, config, data=context.data, loss_fn=context.loss_fn)
-    selection = select_channels(graph, scores, config)
+    graph, selection = structured_selection(model, config, x, data=context.data, loss_fn=context.loss_fn)
     plan = make_plan(selection, graph.bindings)
     original = copy.deepcopy(model)
     zeroed = copy.deepcopy(model)

@@ -21,7 +21,14 @@ from effdl.prune.criteria import CRITERIA
 from effdl.prune.graph import Channel, DependencyGraph, Group, build_dependency_graph
 from effdl.prune.surgery import PruningPlan, make_plan
 
-__all__ = ["L1FilterPruneConfig", "StructuredPruneConfig", "compute_scores", "plan_structured", "select_channels"]
+__all__ = [
+    "L1FilterPruneConfig",
+    "StructuredPruneConfig",
+    "compute_scores",
+    "plan_structured",
+    "select_channels",
+    "structured_selection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +256,22 @@ def _check_patterns(graph: DependencyGraph, config: StructuredPruneConfig) -> No
             raise ConfigError(f"per_layer pattern {pattern!r} matches no prunable layer; prunable groups: {names}")
 
 
+def structured_selection(
+    model: nn.Module,
+    config: StructuredPruneConfig,
+    example_inputs: Any,
+    *,
+    data: Iterable | None = None,
+    loss_fn: Callable | None = None,
+    graph: DependencyGraph | None = None,
+) -> tuple[DependencyGraph, dict[str, tuple[Group, list[Channel]]]]:
+    """Analyses ``model`` and picks the channels to remove, without changing it: ``(graph, selection)`` with the
+    selection as :func:`select_channels` gives it (a transform that must name a culprit group keeps it)."""
+    graph = graph or build_dependency_graph(model, example_inputs, ignore=config.ignore)
+    scores = compute_scores(model, graph, config, data=data, loss_fn=loss_fn)
+    return graph, select_channels(graph, scores, config)
+
+
 def plan_structured(
     model: nn.Module,
     config: StructuredPruneConfig,
@@ -259,6 +282,5 @@ def plan_structured(
     graph: DependencyGraph | None = None,
 ) -> tuple[DependencyGraph, PruningPlan]:
     """Analyses ``model`` and decides what to remove, without changing it: ``(graph, plan)``."""
-    graph = graph or build_dependency_graph(model, example_inputs, ignore=config.ignore)
-    scores = compute_scores(model, graph, config, data=data, loss_fn=loss_fn)
-    return graph, make_plan(select_channels(graph, scores, config), graph.bindings)
+    graph, selection = structured_selection(model, config, example_inputs, data=data, loss_fn=loss_fn, graph=graph)
+    return graph, make_plan(selection, graph.bindings)
