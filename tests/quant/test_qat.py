@@ -99,7 +99,7 @@ def test_bad_quantization_input_is_explained():
     with pytest.raises(ConfigError, match="needs quantized activations"):
         QuantConfig(accumulator_bits=8, bits_a=None)
     with pytest.raises(ConfigError, match="unknown observer"):
-        QuantConfig(observer="entropy")
+        QuantConfig(observer="kl-divergence")
     model = nn.Sequential(nn.Embedding(10, 4))
     with pytest.raises(UnsupportedError, match="no layer effdl can quantize"):
         quantize_(model, QuantConfig(), example_inputs=torch.zeros(2, 3, dtype=torch.long))

@@ -83,7 +83,7 @@ def test_int8_without_torch_ao_fx_still_makes_a_real_int8_model(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.ao.quantization.quantize_fx", None)  # as if a torch upgrade removed it
     assert "torch-ao" not in available_runtimes()
     model, x = real_model("torch_mha", batch=8)
-    q = convert_int8(model, Int8Config(), example_inputs=x, data=batches("torch_mha"))
+    q = convert_int8(model, Int8Config(fallback=False), example_inputs=x, data=batches("torch_mha"))
     assert q.runtime == "onnxruntime"
     with torch.no_grad():
         assert sqnr(model(x), q(x)) >= 25.0

@@ -8,7 +8,7 @@ Example:
 """
 
 from effdl.measure.curvature import hessian_trace
-from effdl.measure.evaluation import evaluate, stack_batches
+from effdl.measure.evaluation import evaluate, sqnr_db, stack_batches
 from effdl.measure.latency import LatencyStats, compare_latency, measure_latency, num_threads
 from effdl.measure.macs import count_macs, module_macs
 from effdl.measure.memory import MemoryStats, peak_forward_memory
@@ -34,6 +34,7 @@ __all__ = [
     "peak_forward_memory",
     "profile",
     "serialized_size",
+    "sqnr_db",
     "stack_batches",
     "summarize",
     "summarize_quantized",

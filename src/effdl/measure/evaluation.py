@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from effdl.core.errors import ConfigError
 from effdl.core.modules import eval_mode
 
-__all__ = ["evaluate", "stack_batches", "targets_in"]
+__all__ = ["evaluate", "sqnr_db", "stack_batches", "targets_in"]
 
 
 def _batches(data: Any, batch_size: int) -> Iterable:
@@ -102,3 +102,18 @@ def stack_batches(data: Dataset, batch_size: int, *, max_examples: int | None = 
         raise ConfigError("the dataset is empty; pass data with at least one (input, target) example")
     subset = data if n == len(data) else torch.utils.data.Subset(data, range(n))
     return [(x, y) for x, y in DataLoader(subset, batch_size=batch_size)]
+
+
+def sqnr_db(reference: torch.Tensor, output: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio of ``output`` against ``reference`` in dB:
+    ``10 log10(mean(ref^2) / mean((ref - out)^2))`` (inf when they are equal).
+
+    Example:
+        >>> round(sqnr_db(torch.ones(4), torch.full((4,), 1.1)), 1)
+        20.0
+    """
+    ref, out = reference.detach().double(), output.detach().double()
+    noise = float((ref - out).pow(2).mean())
+    if noise == 0.0:
+        return float("inf")
+    return float(10 * torch.log10(ref.pow(2).mean() / noise))

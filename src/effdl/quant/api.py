@@ -26,10 +26,21 @@ from effdl.quant.modules import (
     QUANT_LAYERS,
     Accumulator,
     FakeQuantizer,
+    QuantHFConv1D,
     QuantLayer,
+    QuantLinear,
     QuantMultiheadAttention,
     matmul_layers,
     quant_type_for,
+)
+from effdl.quant.ptq import (
+    adaround_,
+    check_equivalent,
+    correct_bias_,
+    equalize_,
+    float_view,
+    reestimate_bn_,
+    smooth_,
 )
 from effdl.quant.weight_only.config import WeightOnlyConfig
 
@@ -80,6 +91,10 @@ def prepare_(model: nn.Module, config: QuantConfig, *, example_inputs: Any = Non
     if config.fold_bn:
         with eval_mode(model):
             folded = dict(fold_batchnorm_(model, example_inputs=example_inputs))
+    if config.equalize:
+        if example_inputs is None:
+            raise ConfigError("equalize=True needs example_inputs (the pairs are found on one forward pass)")
+        equalize_(model, example_inputs)  # checks the float outputs are unchanged
     done = []
     for name, module in list(model.named_modules()):
         qtype = quant_type_for(module)
@@ -93,12 +108,16 @@ def prepare_(model: nn.Module, config: QuantConfig, *, example_inputs: Any = Non
             axis=qtype.weight_axis if config.per_channel else None,
             stochastic=config.stochastic_rounding,
         )
-        iq = None if config.bits_a is None else FakeQuantizer(config.bits_a, signed=False, observer=config.observer)
+        observer = config.observer_for(name)
+        iq = None if config.bits_a is None else FakeQuantizer(config.bits_a, signed=False, observer=observer)
         acc = None
         if config.accumulator_bits is not None:
             acc = Accumulator(config.accumulator_bits, mode=config.accumulator_mode, cyclic=config.cyclic)
         layer = qtype.from_float(module, weight_quant=wq, input_quant=iq, accumulator=acc)
         layer.source_config = config.to_dict()  # what made it: a checkpoint records it to rebuild the model
+        if config.smoothquant is not None and qtype in (QuantLinear, QuantHFConv1D):
+            inputs = layer.weight.shape[1 - qtype.weight_axis]
+            layer.register_buffer("smooth_scale", torch.ones(inputs, dtype=layer.weight.dtype))  # set by smooth_
         if name in folded:
             layer.folded_bn = folded[name]  # the checkpoint records the pair, so a fresh model folds the same
         swap_module_(model, name, layer)
@@ -178,7 +197,7 @@ def restore_quantized_(
     config = QuantConfig.from_dict(config) if isinstance(config, dict) else config
     if config.fold_bn:
         fold_batchnorm_(model, structure_only=True, pairs=folded)
-    prepare_(model, config.replace(fold_bn=False))
+    prepare_(model, config.replace(fold_bn=False, equalize=False))  # the saved weights are already equalized
     for layer in quantized_layers(model).values():
         layer.source_config = config.to_dict()
     if config.lsq:
@@ -342,8 +361,23 @@ def _fake_quant(model: nn.Module, config: QuantConfig, context: TransformContext
     data = context.data
     calibration_batches = context.options.get("calibration_batches", 8)
     before = _summary(model, example_inputs)
+    calib = data if data is not None else [example_inputs]
+    techniques: dict[str, Any] = {}
+    if config.bn_reestimate:
+        techniques["bn_reestimate"] = reestimate_bn_(
+            model, calib, example_inputs=example_inputs, bits=config.bits_w, batches=calibration_batches
+        )
     names = prepare_(model, config, example_inputs=example_inputs)
-    used = calibrate(model, data if data is not None else [example_inputs], batches=calibration_batches)
+    if config.smoothquant is not None:
+        with float_view(model), torch.no_grad(), eval_mode(model):
+            reference = model(example_inputs)
+            techniques["smoothquant"] = smooth_(model, calib, alpha=config.smoothquant, batches=calibration_batches)
+            check_equivalent(reference, model(example_inputs), what="SmoothQuant's migration")
+    used = calibrate(model, calib, batches=calibration_batches)
+    if config.adaround:
+        techniques["adaround"] = adaround_(model, calib, iterations=config.adaround, batches=calibration_batches)
+    if config.bias_correction:
+        techniques["bias_correction"] = {"left_out": correct_bias_(model, calib, batches=calibration_batches)}
     if config.lsq:
         for q in model.modules():
             if isinstance(q, FakeQuantizer):
@@ -353,6 +387,7 @@ def _fake_quant(model: nn.Module, config: QuantConfig, context: TransformContext
     details = {
         "method": "qat-lsq" if config.lsq else "fake-quant",
         "calibration_batches": used,
+        "techniques": techniques,
         "layers": [
             {
                 "layer": n,

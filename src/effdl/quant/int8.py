@@ -107,9 +107,16 @@ class Int8Model(nn.Module):
     """A model that runs in int8 kernels; call it like the float model (tensors in, a tensor out).
 
     Attributes:
-        runtime: ``torch-ao`` or ``onnxruntime``.
+        runtime: ``torch-ao``, ``onnxruntime``, ``onnxruntime-dynamic``, or ``fp32`` (the float model, deployed
+            because no int8 runtime was faster or accurate enough; see :attr:`reason`).
         selection: for ``runtime="auto"``, the median latency (ms) of each runtime and of fp32 on the batch shape
             used to choose.
+        skipped: runtimes that could not take the model (or missed ``min_sqnr_db``), with why.
+        accuracy: SQNR (dB) of each built runtime against fp32 on the first calibration batch.
+        reason: why this runtime was deployed.
+        meta: what was saved with the model; ``meta["lowering"]`` (onnxruntime) tells how effdl's simulation was
+            lowered: the techniques, the layers requantized, the layers left in float, and the agreement of the
+            runtime with the simulation in quantization steps.
     """
 
     def __init__(self, runtime: str, impl: Any, meta: dict[str, Any]) -> None:
@@ -117,8 +124,10 @@ class Int8Model(nn.Module):
         self.runtime = runtime
         self.meta = meta
         self.selection: dict[str, float] = {}
-        self.skipped: dict[str, str] = {}  # runtimes that could not take the model, with why
-        if runtime == "torch-ao":
+        self.skipped: dict[str, str] = {}
+        self.accuracy: dict[str, float] = {}
+        self.reason = ""
+        if runtime in ("torch-ao", "fp32"):
             self.graph = impl
             self._session = None
         else:
@@ -128,7 +137,7 @@ class Int8Model(nn.Module):
             self._input = self._session.get_inputs()[0].name
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        if self.runtime == "torch-ao":
+        if self.graph is not None:
             out = self.graph(*xs)
             return out if isinstance(out, torch.Tensor) else flatten_tensors(out)[0]
         feeds = {i.name: x.detach().cpu().numpy() for i, x in zip(self._session.get_inputs(), xs, strict=True)}
@@ -151,6 +160,8 @@ class Int8Model(nn.Module):
         if self.runtime.startswith("onnxruntime"):
             atomic_write_bytes(path, self._onnx)
             atomic_write_json(path.with_name(path.name + ".json"), self._meta())
+        elif self.runtime == "fp32":
+            save_checkpoint(path, {k: v.contiguous() for k, v in self.graph.state_dict().items()}, self._meta())
         else:
             save_checkpoint(path, _ao_state(self.graph), self._meta())
         return path
@@ -288,26 +299,10 @@ def _restore_ao(graph: nn.Module, state: dict[str, torch.Tensor]) -> None:
 # onnxruntime (static QDQ)
 
 
-# ops quantized in onnxruntime: the weight-bearing ones (what effdl's fake-quant simulates) and the data movement
-# and ReLU-family ops between them, so int8 CNNs stay int8 from conv to conv (QLinear kernels, no Q/DQ in between).
-# Concat stays float: one scale shared by a class token and the patch embeddings loses the token's range.
-# Normalizations, softmax, GELU arithmetic and the residual Add stay float: quantizing them is what cost
-# transformers their accuracy (GPT-2 33.4 dB and ViT 36.5 dB SQNR with this set, benchmarks/results/real_models.md).
-_ORT_OPS = ("Conv", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
-            "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Resize")  # fmt: skip
-
-
-def _build_ort(
-    model: nn.Module, config: Int8Config, example: torch.Tensor, data: Any, *, dynamic: bool = False
-) -> bytes:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+def _build_dynamic(model: nn.Module, config: Int8Config, example: Any) -> bytes:
+    """Dynamic int8 through onnxruntime: int8 weights; each batch's activations get their own scale at run time
+    (MatMulInteger). Only MatMul/Gemm are quantized (the usual choice for Linear-heavy transformers)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from effdl.export.onnx import export_onnx
@@ -316,41 +311,83 @@ def _build_ort(
         fp32, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         export_onnx(model, example, fp32)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        if dynamic:  # int8 weights; each batch's activations get their own scale at run time (MatMulInteger)
-            from onnxruntime.quantization import quantize_dynamic
-
-            quantize_dynamic(str(pre), str(out), op_types_to_quantize=["MatMul", "Gemm"],
-                             per_channel=config.per_channel, weight_type=QuantType.QInt8,
-                             extra_options={"MatMulConstBOnly": True})  # fmt: skip
-            return out.read_bytes()
-        names = [i.name for i in onnx.load(str(pre)).graph.input]
-        batches = [
-            {n: a.detach().cpu().numpy() for n, a in zip(names, args, strict=True)}
-            for args in calibration_inputs(data, config.calibration_batches)
-        ]
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.it = iter(batches)
-
-            def get_next(self):
-                return next(self.it, None)
-
-        method = CalibrationMethod.Percentile if config.observer == "histogram" else CalibrationMethod.MinMax
-        quantize_static(
-            str(pre),
-            str(out),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            # MatMul only with a constant operand: the attention products (two activations) stay float
-            op_types_to_quantize=list(_ORT_OPS),
-            extra_options={"MatMulConstBOnly": True},
-        )
+        quantize_dynamic(str(pre), str(out), op_types_to_quantize=["MatMul", "Gemm"],
+                         per_channel=config.per_channel, weight_type=QuantType.QInt8,
+                         extra_options={"MatMulConstBOnly": True})  # fmt: skip
         return out.read_bytes()
+
+
+def _build_qdq(model: nn.Module, config: Int8Config, example: Any, data: Any) -> tuple[bytes, dict[str, Any]]:
+    """Static int8 through onnxruntime, lowered from effdl's own calibrated fake-quant model (``model`` itself when
+    it is one, else W8A8 with ``config``'s techniques): the same scales and integers run in onnxruntime.
+
+    With ``config.requantize``, layers onnxruntime would leave in float (their output meets a float op) get an 8-bit
+    output quantizer, calibrated on ``data``, in the simulation and the lowered graph alike; a layer that still has
+    no int8 kernel loses it again. Returns the ONNX bytes and what the report says about the lowering."""
+    from effdl.quant.api import quantize_, quantized_layers
+    from effdl.quant.modules import FakeQuantizer, QuantMultiheadAttention
+    from effdl.quant.qdq import float_nodes, lower_qdq
+
+    if not isinstance(example, torch.Tensor):
+        raise UnsupportedError("the onnxruntime static runtime takes models with one input tensor; use "
+                               "runtime='onnxruntime-dynamic'")  # fmt: skip
+    sim = copy.deepcopy(model).eval()
+    info: dict[str, Any] = {}
+    if quantized_layers(sim):
+        info["simulation"] = "the fake-quant model given (its own scales)"
+    else:
+        report = quantize_(sim, config.quant_config(), example_inputs=example, data=data,
+                           calibration_batches=config.calibration_batches)  # fmt: skip
+        info["simulation"] = config.quant_config().describe()
+        info["techniques"] = report.details.get("techniques", {})
+    with _quiet():
+        onnx_bytes = lower_qdq(sim, example)
+        floats = float_nodes(onnx_bytes)
+    layers = quantized_layers(sim)
+    requantized = [n for n in floats if n in layers and not isinstance(layers[n], QuantMultiheadAttention)]
+    if config.requantize and requantized:
+        for n in requantized:
+            layers[n].output_quant = FakeQuantizer(8, signed=False, observer=config.quant_config().observer_for(n))
+        _observe_outputs(sim, [layers[n].output_quant for n in requantized], data, config.calibration_batches)
+        with _quiet():
+            onnx_bytes = lower_qdq(sim, example)
+            floats = float_nodes(onnx_bytes)
+        useless = [n for n in requantized if n in floats]
+        if useless:  # no int8 kernel even with an 8-bit output: keep the float output (less error, same speed)
+            for n in useless:
+                layers[n].output_quant = None
+            with _quiet():
+                onnx_bytes = lower_qdq(sim, example)
+            requantized = [n for n in requantized if n not in useless]
+        info["requantized"] = requantized
+    info["float_layers"] = floats
+    info["agreement"] = _agreement(sim, onnx_bytes, example)
+    return onnx_bytes, info
+
+
+@torch.no_grad()
+def _observe_outputs(model: nn.Module, quantizers: list, data: Any, batches: int) -> None:
+    """Calibrates only the given (new) quantizers; every other quantizer keeps its frozen scale."""
+    for q in quantizers:
+        q.observing = True
+    try:
+        for args in calibration_inputs(data, batches):
+            model(*args)
+    finally:
+        for q in quantizers:
+            q.observing = False
+
+
+@torch.no_grad()
+def _agreement(sim: nn.Module, onnx_bytes: bytes, example: torch.Tensor) -> dict[str, float]:
+    """How far the runtime's output is from the simulation's, in quantization steps of an 8-bit grid over the
+    simulated output's range (``steps <= 1``: what runs is what was simulated)."""
+    want = flatten_tensors(sim(example))[0].float()
+    session = _session(onnx_bytes, None)
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]).float()
+    step = float(want.max() - want.min()) / 255 or 1.0
+    diff = float((got - want).abs().max())
+    return {"max_abs_diff": diff, "step": step, "steps": diff / step}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -407,6 +444,9 @@ def convert_int8(
             "no int8 runtime is available: torch has no x86/fbgemm quantized engine and onnxruntime is not "
             "installed; pip install 'effdl[onnx]'"
         )
+    if config.runtime == "auto" and "onnxruntime" not in runtimes:
+        log.warning("onnxruntime is not installed: int8 falls back to torch-ao (deprecated FX path, often less "
+                    "accurate); pip install 'effdl[onnx]' for effdl's own int8 lowering")  # fmt: skip
     model = model.eval()
     calib = data if data is not None else [(tensors, None)]
     meta = {
@@ -418,29 +458,95 @@ def convert_int8(
     }
     built: dict[str, Int8Model] = {}
     skipped: dict[str, str] = {}
+    if "onnxruntime" not in available_runtimes():
+        skipped["onnxruntime"] = "not installed (pip install 'effdl[onnx]')"
     for runtime in runtimes:
         try:
-            if runtime == "torch-ao":
-                impl = _build_ao(model, config, example_inputs, calib)
-            else:
-                impl = _build_ort(model, config, example_inputs, calib, dynamic=runtime == "onnxruntime-dynamic")
+            built[runtime] = _build(runtime, model, config, example_inputs, calib, meta)
         except Exception as exc:
             if config.runtime != "auto":
                 raise
             skipped[runtime] = f"{type(exc).__name__}: {str(exc)[:300]}"  # another runtime may take the model
             log.warning("int8 runtime %s cannot take %s (%s); trying the others", runtime, type(model).__name__,
                         skipped[runtime])  # fmt: skip
-            continue
-        built[runtime] = Int8Model(runtime, impl, meta | {"runtime": runtime})
     if not built:
         raise UnsupportedError(
             f"no int8 runtime could take {type(model).__name__}: "
             + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
-    for q in built.values():
-        q.skipped = skipped
-    if len(built) == 1:
-        return next(iter(built.values()))
+    accuracy = _accuracy(model, built, calib)
+    for name, db in accuracy.items():
+        if config.min_sqnr_db is not None and db < config.min_sqnr_db:
+            skipped[name] = f"SQNR {db:.1f} dB against fp32 is below min_sqnr_db={config.min_sqnr_db}"
+            del built[name]
+        elif db < 20.0:
+            log.warning(
+                "int8 runtime %s reaches only %.1f dB SQNR against fp32 on the calibration data; try Int8Config("
+                "equalize=True, bias_correction=True) or keep sensitive layers float",
+                name,
+                db,
+            )
+    chosen, times, reason = _choose(model, built, config, tensors, (batch_size, threads), accuracy, meta)
+    chosen.selection = times
+    chosen.skipped = skipped
+    chosen.accuracy = accuracy
+    chosen.reason = reason
+    return chosen
+
+
+def _build(runtime: str, model: nn.Module, config: Int8Config, example: Any, calib: Any, meta: dict) -> Int8Model:
+    from effdl.quant.api import quantized_layers
+
+    if runtime == "torch-ao":
+        if quantized_layers(model):
+            raise UnsupportedError("torch-ao calibrates its own scales and cannot run effdl's fake-quant model")
+        if config.techniques() or config.per_layer_observer or config.ignore:
+            raise UnsupportedError(
+                "torch-ao calibrates on its own and cannot carry effdl's PTQ techniques, per-layer observers or "
+                "ignored layers; the onnxruntime runtime runs them (pip install 'effdl[onnx]')"
+            )
+        return Int8Model(runtime, _build_ao(model, config, example, calib), meta | {"runtime": runtime})
+    if runtime == "onnxruntime-dynamic":
+        return Int8Model(runtime, _build_dynamic(model, config, example), meta | {"runtime": runtime})
+    onnx_bytes, info = _build_qdq(model, config, example, calib)
+    return Int8Model(runtime, onnx_bytes, meta | {"runtime": runtime, "lowering": info})
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, built: dict[str, Int8Model], calib: Any) -> dict[str, float]:
+    """SQNR (dB) of each runtime's first output against fp32 on the first calibration batch."""
+    from effdl.measure.evaluation import sqnr_db
+
+    args = next(iter(calibration_inputs(calib, 1)))
+    ref = flatten_tensors(model(*args))[0]
+    return {name: sqnr_db(ref, q(*args)) for name, q in built.items()}
+
+
+def _choose(
+    model: nn.Module,
+    built: dict[str, Int8Model],
+    config: Int8Config,
+    tensors: tuple,
+    serving: tuple[int | None, int | None],
+    accuracy: dict[str, float],
+    meta: dict[str, Any],
+) -> tuple[Int8Model, dict[str, float], str]:
+    """The runtime to deploy: with ``runtime="auto"``, the fastest of the int8 runtimes and fp32 on the serving
+    batch; fp32 (when ``fallback``) if it wins or no int8 runtime is accurate enough."""
+    batch_size, threads = serving
+    if not built:
+        if not config.fallback:
+            raise UnsupportedError(
+                f"no int8 runtime reached min_sqnr_db={config.min_sqnr_db} (best: "
+                f"{max(accuracy.values()):.1f} dB); lower the bar, add PTQ techniques (equalize, bias_correction, "
+                "adaround), ignore the sensitive layers, or allow fallback=True"
+            )
+        reason = f"fp32: no int8 runtime reached min_sqnr_db={config.min_sqnr_db}"
+        log.warning("%s; deploying the float model", reason)
+        return _fp32(model, meta), {}, reason
+    if config.runtime != "auto":
+        only = next(iter(built.values()))
+        return only, {}, f"{only.runtime}: asked for by name"
     n = batch_size or int(tensors[0].shape[0])
     x = tuple(t[:1].expand(n, *t.shape[1:]).contiguous() for t in tensors)
     from effdl.measure.latency import compare_latency
@@ -448,12 +554,20 @@ def convert_int8(
     x = x if len(x) > 1 else x[0]
     times = {k: v.median_ms for k, v in compare_latency({"fp32": model, **built}, x, threads=threads).items()}
     best = min(built, key=lambda k: times[k])
-    chosen = built[best]
-    chosen.selection = times
     log.info("int8 runtime for batch %d: %s (%s)", n, best, ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()))
-    if times[best] > times["fp32"]:
-        log.warning("at batch %d every int8 runtime was slower than fp32 (%s)", n, times)
-    return chosen
+    if times[best] >= times["fp32"]:
+        reason = f"fp32: at batch {n} every int8 runtime was slower than fp32 ({best} {times[best]:.3f} ms vs " \
+                 f"{times['fp32']:.3f} ms)"  # fmt: skip
+        if config.fallback:
+            log.warning("%s; deploying the float model (Int8Config(fallback=False) keeps int8)", reason)
+            return _fp32(model, meta), times, reason
+        log.warning("%s; deploying %s anyway (fallback=False)", reason, best)
+        return built[best], times, reason + f"; {best} kept (fallback=False)"
+    return built[best], times, f"{best}: fastest at batch {n} ({times[best]:.3f} ms vs fp32 {times['fp32']:.3f} ms)"
+
+
+def _fp32(model: nn.Module, meta: dict[str, Any]) -> Int8Model:
+    return Int8Model("fp32", copy.deepcopy(model), meta | {"runtime": "fp32"})
 
 
 @register_transform(Int8Config, in_place=False)
@@ -471,7 +585,8 @@ def _int8(model: nn.Module, config: Int8Config, context: TransformContext) -> Ap
     )
     after = dataclasses.replace(before, size_bytes=q.size_bytes())  # the same MACs, done in int8
     details = {"method": "int8", "runtime": q.runtime, "runtime_selection_ms": q.selection,
-               "runtimes_skipped": q.skipped}  # fmt: skip
+               "runtimes_skipped": q.skipped, "sqnr_db": q.accuracy, "reason": q.reason,
+               "available_runtimes": available_runtimes(), **q.meta.get("lowering", {})}  # fmt: skip
     return Applied(q, Report(command="int8", before=before, after=after, config=config.to_dict(), details=details))
 
 
@@ -506,6 +621,10 @@ def load_int8(path: str | os.PathLike, *, model: nn.Module | None = None, thread
         raise CheckpointError(f"{path} is not an effdl int8 model (saved by Int8Model.save); load it with load_model")
     for key in ("format", "version"):
         meta.pop(key, None)
+    if meta.get("runtime") == "fp32":  # the float model, deployed as the better choice
+        model = model if model is not None else _float_model(meta, path)
+        model.load_state_dict(state)
+        return Int8Model("fp32", model.eval(), meta)
     _require_runtime("torch-ao")
     if model is None:
         model = _float_model(meta, path)

@@ -93,6 +93,8 @@ class FakeQuantizer(nn.Module):
         self.frozen = False
         self.enabled = True
         self.learnable = False
+        self.onnx_qdq = False  # lowering to ONNX: torch's fake-quant ops, which export as QuantizeLinear/Dequantize
+        self.qdq_params: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, int32 zero point) as constants
         self.register_buffer("scale", torch.empty(0))
         self.register_buffer("zero_point", torch.empty(0))
 
@@ -140,6 +142,8 @@ class FakeQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
+        if self.onnx_qdq:
+            return self._qdq(x)
         if self.learnable:
             update = not self.calibrated
         elif self.signed:  # weight scales follow the weights while training
@@ -168,6 +172,15 @@ class FakeQuantizer(nn.Module):
             x_hat = dequantize(q, self.scale, self.zero_point, axis=self.axis)
             return x + (x_hat - x).detach()
         return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax, axis=self.axis, binary=self.binary)
+
+    def _qdq(self, x: torch.Tensor) -> torch.Tensor:
+        """torch's own fake-quant op with the frozen scale: the exporter writes it as QuantizeLinear ->
+        DequantizeLinear. Codes run over int8 / uint8 (weights baked onto the narrow grid give the same codes)."""
+        scale, zp = self.qdq_params
+        lo, hi = (-128, 127) if self.signed else (0, 255)
+        if self.axis is None or scale.dim() == 0:
+            return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zp.reshape(()), lo, hi)
+        return torch.fake_quantize_per_channel_affine(x, scale, zp, self.axis % x.dim(), lo, hi)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes of ``x`` (int64) under the current scale and zero point."""
@@ -271,7 +284,8 @@ class Accumulator(nn.Module):
 
 class QuantLayer:
     """Mixin of the quantized layers: fake-quantizes the input, the weight and (to the accumulator's scale
-    ``s_x * s_w``, as integer engines do) the bias, then runs the float op, then the optional accumulator.
+    ``s_x * s_w``, as integer engines do) the bias, then runs the float op, then the optional accumulator and the
+    optional output quantizer (an int8 runtime's requantized output).
 
     ``weight_axis`` is the weight's output-channel axis (per-channel scales run along it); ``channel_axis`` the
     output's channel axis."""
@@ -291,6 +305,7 @@ class QuantLayer:
         self.weight_quant = weight_quant
         self.input_quant = input_quant
         self.accumulator = accumulator
+        self.output_quant = None  # set when an int8 runtime requantizes this layer's output (see quant.qdq)
 
     @classmethod
     def from_float(
@@ -316,9 +331,9 @@ class QuantLayer:
         new = base.__new__(base)
         new.__dict__ = self.__dict__.copy()
         new._modules = {
-            k: v for k, v in self._modules.items() if k not in ("weight_quant", "input_quant", "accumulator")
+            k: v for k, v in self._modules.items() if k not in _QUANT_PARTS
         }
-        for k in ("weight_quant", "input_quant", "accumulator"):
+        for k in _QUANT_PARTS:
             new.__dict__.pop(k, None)
         return new
 
@@ -338,16 +353,24 @@ class QuantLayer:
 
     def quant_forward(self, x: torch.Tensor, op) -> torch.Tensor:
         """``op(x_hat, w_hat, b_hat)`` then the accumulator, where ``op`` is the float layer's functional form."""
+        smooth = self._buffers.get("smooth_scale")
+        if smooth is not None:  # SmoothQuant: x / s here, W * s in the weight (quant.ptq.smooth_)
+            x = x / smooth
         if self.input_quant is not None:
             x = self.input_quant(x)
         w = self.weight_quant(self.weight) if self.weight_quant is not None else self.weight
         scale = self.accumulator_scale()
-        y = op(x, w, self.quantized_bias(self.bias, scale))
+        lowering = self.weight_quant is not None and self.weight_quant.onnx_qdq  # the bias is already on its grid
+        y = op(x, w, self.bias if lowering else self.quantized_bias(self.bias, scale))
         if self.accumulator is not None:
             if scale is None:
                 raise ConfigError("an accumulator needs both weights and inputs quantized (set bits_a)")
             y = self.accumulator(y, scale, channel_axis=self.channel_axis)
-        return y
+        output_quant = getattr(self, "output_quant", None)
+        return y if output_quant is None else output_quant(y)
+
+
+_QUANT_PARTS = ("weight_quant", "input_quant", "accumulator", "output_quant")
 
 
 class QuantConv1d(QuantLayer, nn.Conv1d):

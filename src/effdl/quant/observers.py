@@ -8,6 +8,7 @@ per-channel statistics (the output-channel axis of a weight, 0); ``None`` is per
 - ``moving_average``: exponential moving average of each batch's min and max (for QAT activations).
 - ``percentile``: the mean over batches of the p-th and (100-p)-th percentiles (clips outliers).
 - ``mse``: searches the clipping range that minimizes the quantization error on a sample of the values seen.
+- ``entropy``: the clipping threshold that minimizes the KL divergence of the quantized histogram (TensorRT).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from effdl.quant.math import dequantize, qparams_from_range, qrange, quantize
 
 __all__ = [
     "OBSERVERS",
+    "EntropyObserver",
     "MSEObserver",
     "MinMaxObserver",
     "MovingAverageObserver",
@@ -210,6 +212,59 @@ class MSEObserver(Observer):
             best_err = torch.where(better, err, best_err)
             best_scale, best_zp = torch.where(better, s, best_scale), torch.where(better, z, best_zp)
         return best_scale.reshape(scale.shape), best_zp.reshape(zp.shape)
+
+
+@OBSERVERS.register("entropy", description="clipping threshold that minimizes the KL divergence (TensorRT's method)")
+class EntropyObserver(MSEObserver):
+    """TensorRT's entropy calibration (Migacz 2017): a 2048-bin histogram of ``|x|`` over the sample; for each
+    candidate threshold the clipped distribution ``P`` (outliers added to its last bin) is merged into
+    ``2^bits`` levels and expanded back to ``Q``; the threshold with the least ``KL(P || Q)`` bounds the range.
+
+    Example:
+        >>> o = EntropyObserver()
+        >>> g = torch.Generator().manual_seed(0)
+        >>> o.update(torch.cat([torch.randn(20000, generator=g).abs(), torch.tensor([50.0])]))
+        >>> s, _ = o.qparams(8, symmetric=False, signed=False)
+        >>> float(s) * 255 < 25  # the range stops well before the outlier
+        True
+    """
+
+    bins = 2048
+
+    def qparams(self, bits: int, *, symmetric: bool, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sample.numel() == 0 or self.axis is not None:  # per-channel (weights) or restored: the range
+            return Observer.qparams(self, bits, symmetric=symmetric, signed=signed)
+        mags = self.sample.abs().reshape(-1).double()
+        top = float(mags.max())
+        if top == 0.0:
+            return Observer.qparams(self, bits, symmetric=symmetric, signed=signed)
+        hist = torch.histc(mags, bins=self.bins, min=0.0, max=top)
+        levels = 2**bits if not signed else 2 ** (bits - 1)
+        best, best_i = float("inf"), self.bins
+        for i in range(levels, self.bins + 1, max(1, (self.bins - levels) // 128)):
+            p = hist[:i].clone()
+            p[-1] += hist[i:].sum()  # outliers clipped into the last bin
+            q = _merged(hist[:i], levels)
+            kl = _kl(p, q)
+            if kl < best:
+                best, best_i = kl, i
+        t = top * best_i / self.bins
+        lo, hi = torch.clamp(self.min_val, min=-t), torch.clamp(self.max_val, max=t)
+        return qparams_from_range(lo, hi, bits, symmetric=symmetric, signed=signed)
+
+
+def _merged(p: torch.Tensor, levels: int) -> torch.Tensor:
+    """``p`` merged into ``levels`` groups of bins, each group's mass spread over its non-empty bins."""
+    idx = torch.div(torch.arange(len(p)) * levels, len(p), rounding_mode="floor")
+    mass = torch.zeros(levels, dtype=p.dtype).index_add_(0, idx, p)
+    count = torch.zeros(levels, dtype=p.dtype).index_add_(0, idx, (p > 0).to(p.dtype))
+    return torch.where(p > 0, mass[idx] / count[idx].clamp(min=1), torch.zeros_like(p))
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> float:
+    p, q = p / p.sum(), q / q.sum().clamp(min=1e-12)
+    live = p > 0
+    return float((p[live] * torch.log(p[live] / q[live].clamp(min=1e-12))).sum())
 
 
 def create_observer(name_or_factory, *, axis: int | None = None) -> Observer:
