@@ -205,5 +205,5 @@ class Int8Config(Config):
     def validate(self) -> None:
         check_choice("runtime", self.runtime, RUNTIMES)
         check_range("calibration_batches", self.calibration_batches, 1, hint="use calibration_batches=8")
-        check_choice("observer", self.observer, ("minmax", "histogram", *OBSERVERS.names()))
+        check_choice("observer", self.observer, ("histogram", *OBSERVERS.names()))
         _check_ptq(self)

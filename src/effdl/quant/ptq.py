@@ -54,12 +54,15 @@ _HOMOGENEOUS = ("relu", "relu_", "leaky_relu", "leaky_relu_", "dropout", "identi
 
 @torch.no_grad()
 def reestimate_bn_(model: nn.Module, data: Any, *, example_inputs: Any, bits: int = 8, batches: int = 8) -> list[str]:
-    """Recomputes the running statistics of every BatchNorm that follows a conv/linear layer with that layer's
-    weights fake-quantized (symmetric, per output channel, ``bits`` bits), on ``batches`` batches of ``data``;
-    the weights are restored afterwards. Folding then bakes the shift into the bias. Returns the BatchNorm names.
+    """Moves the statistics of every BatchNorm that follows a conv/linear layer by the shift that quantizing the
+    weights (symmetric, per output channel, ``bits`` bits, all such layers at once) causes on ``batches`` batches
+    of ``data``: ``mean += E_q[x] - E_f[x]`` per channel of the BatchNorm's input, so statistics that were right for
+    the float model stay right for the quantized one (the variances are kept: quantization noise is no signal to
+    normalize away); folding then bakes the corrected mean into the bias. The weights are restored. Returns the
+    BatchNorm names.
 
-    Per-channel quantization commutes with folding's per-channel rescale, so the folded, quantized layer followed
-    by nothing has exactly the output statistics re-estimated here.
+    Per-channel weight quantization commutes with folding's per-channel rescale, so the folded quantized layer
+    sees exactly the corrected statistics.
 
     Example:
         >>> m = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU()).eval()
@@ -69,29 +72,44 @@ def reestimate_bn_(model: nn.Module, data: Any, *, example_inputs: Any, bits: in
     pairs = batchnorm_pairs(model, example_inputs)
     if not pairs:
         return []
+    bns = {b: model.get_submodule(b) for _, b in pairs}
+    floats = _bn_input_stats(model, bns, data, batches)
     saved: dict[str, torch.Tensor] = {}
-    bns = [model.get_submodule(b) for _, b in pairs]
-    momenta = [bn.momentum for bn in bns]
     try:
         for layer_name, _ in pairs:
             layer = model.get_submodule(layer_name)
             saved[layer_name] = layer.weight.detach().clone()
-            q = FakeQuantizer(bits, signed=True, axis=0)
-            layer.weight.copy_(q(layer.weight))
+            layer.weight.copy_(FakeQuantizer(bits, signed=True, axis=0)(layer.weight))
+        for name, bn in bns.items():  # in order: each one measured with the ones before it already corrected
+            mean_q = _bn_input_stats(model, {name: bn}, data, batches)[name]
+            bn.running_mean.add_((mean_q - floats[name]).to(bn.running_mean.dtype))
+    finally:
+        for layer_name, w in saved.items():
+            model.get_submodule(layer_name).weight.copy_(w)
+    return list(bns)
+
+
+def _bn_input_stats(model: nn.Module, bns: dict[str, nn.Module], data: Any, batches: int) -> dict[str, Any]:
+    """Mean per channel of each BatchNorm's input over the batches (eval mode)."""
+    sums: dict[str, list] = {}
+
+    def hook(name):
+        def record(_m, args):
+            x = args[0].detach().double().transpose(0, 1).flatten(1)  # (channels, values)
+            s = sums.setdefault(name, [0.0, 0])
+            s[0], s[1] = s[0] + x.sum(1), s[1] + x.shape[1]
+
+        return record
+
+    handles = [bn.register_forward_pre_hook(hook(n)) for n, bn in bns.items()]
+    try:
         with eval_mode(model):
-            for bn in bns:
-                bn.reset_running_stats()
-                bn.momentum = None  # cumulative average over the calibration batches
-                bn.train()
             for args in calibration_batches(data, batches):
                 model(*args)
     finally:
-        for bn, m in zip(bns, momenta, strict=True):
-            bn.momentum = m
-            bn.eval()
-        for layer_name, w in saved.items():
-            model.get_submodule(layer_name).weight.copy_(w)
-    return [b for _, b in pairs]
+        for h in handles:
+            h.remove()
+    return {name: total / count for name, (total, count) in sums.items()}
 
 
 # --------------------------------------------------------------------------------------------------------------
