@@ -84,3 +84,31 @@ def test_bad_bits_are_explained(trained, capsys):
     code, out, err = _run(capsys, "quantize", "--checkpoint", str(trained), "--method", "ptq", "--bits-w", "16")
     assert code != 0
     assert "bits_w must be an integer in [1, 8]" in out + err
+
+
+def test_diagnose_prints_the_per_layer_report_and_saves_it(trained, tmp_path, capsys):
+    code, out, _ = _run(capsys, "-q", "quantize", "--checkpoint", str(trained), "--diagnose", "--bits-w", "4",
+                        "--method", "ptq", "--calibration-batches", "2", "--out", str(tmp_path))  # fmt: skip
+    assert code == 0, out
+    assert "SQNR alone dB" in out and "most sensitive:" in out
+    assert (tmp_path / "diagnosis.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "diagnosis.json").read_text())["layers"]
+    assert rows and all("sqnr_alone_db" in r for r in rows)
+
+
+def test_ptq_int8_with_techniques_reports_the_lowering(trained, tmp_path, capsys):
+    code, out, _ = _run(capsys, "-q", "quantize", "--checkpoint", str(trained), "--runtime", "onnxruntime",
+                        "--equalize", "--bias-correction", "--layer-observer", "fc=entropy", "--repeats", "3",
+                        "--calibration-batches", "2", "--out", str(tmp_path))  # fmt: skip
+    assert code == 0, out
+    assert "int8 runtime: onnxruntime" in out and "quantization steps apart" in out
+    text = (tmp_path / "report.json").read_text()
+    assert '"equalize": true' in text and '"bias_correction": true' in text and '"agreement"' in text
+
+
+def test_tolerance_keeps_sensitive_layers_float(trained, tmp_path, capsys):
+    code, out, _ = _run(capsys, "-q", "quantize", "--checkpoint", str(trained), "--method", "ptq", "--bits-w", "2",
+                        "--bits-a", "4", "--tolerance", "100", "--calibration-batches", "2", "--repeats", "3",
+                        "--out", str(tmp_path))  # fmt: skip
+    assert code == 0, out
+    assert "accuracy-controlled PTQ" in out and "layers float" in out

@@ -10,9 +10,11 @@ from effdl.cli.common import (
     add_measure_args,
     load_trained,
     measure_config,
+    parse_options,
 )
 from effdl.compress import FinetuneConfig, Recipe, compress_model
 from effdl.core.errors import ConfigError
+from effdl.core.io import atomic_write_json
 from effdl.quant import (
     OBSERVERS,
     RUNTIMES,
@@ -22,6 +24,8 @@ from effdl.quant import (
     Int8Config,
     QuantConfig,
     RTNConfig,
+    accuracy_controlled_config,
+    diagnose_quantization,
     mixed_precision_config,
 )
 from effdl.train import default_train_config
@@ -57,8 +61,22 @@ def add_quantize(sub) -> None:
     p.add_argument("--symmetric", action="store_true", help="symmetric grid without zero point (rtn/gptq/awq)")
     p.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing Hessian diagonal")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES, help="int8 runtime (ptq-int8; default auto)")
-    p.add_argument("--observer", default=None, help=f"activation observer: {', '.join(OBSERVERS.names())} (ptq/qat) "
-                   "or minmax/histogram (ptq-int8)")  # fmt: skip
+    p.add_argument("--observer", default=None, help=f"activation observer: {', '.join(OBSERVERS.names())} "
+                   "(ptq-int8 also takes histogram)")  # fmt: skip
+    p.add_argument("--layer-observer", action="append", default=[], metavar="NAME=OBSERVER",
+                   help="calibration method of one layer's input (name or regex), repeatable")  # fmt: skip
+    p.add_argument("--bn-reestimate", action="store_true", help="PTQ: correct BatchNorm statistics for quantization")
+    p.add_argument("--equalize", action="store_true", help="PTQ: cross-layer equalization")
+    p.add_argument("--smoothquant", type=float, default=None, metavar="ALPHA",
+                   help="PTQ: SmoothQuant migration strength for Linear layers (e.g. 0.5)")  # fmt: skip
+    p.add_argument("--adaround", type=int, default=0, metavar="ITERS", help="PTQ: AdaRound iterations per layer")
+    p.add_argument("--bias-correction", action="store_true", help="PTQ: empirical bias correction")
+    p.add_argument("--diagnose", action="store_true",
+                   help="print the per-layer quantization report (SQNR alone and cumulative, ranges, outlier "
+                        "channels) of this configuration, save OUT/diagnosis.png and .json, and stop")  # fmt: skip
+    p.add_argument("--tolerance", type=float, default=None, metavar="POINTS",
+                   help="accuracy-controlled PTQ: keep the most sensitive layers float until test accuracy is within "
+                        "POINTS (percentage points) of the float model")  # fmt: skip
     p.add_argument("--calibration-batches", type=int, default=8, help="calibration batches of 64 (default 8)")
     p.add_argument("--lsq", action="store_true", help="learn step sizes (LSQ) during QAT")
     p.add_argument("--mixed-precision", type=float, default=None, metavar="AVG_BITS",
@@ -82,8 +100,16 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.method in WEIGHT_ONLY:
         steps = [_weight_only(args)]
     elif args.method == "ptq-int8":
-        steps: list = [Int8Config(runtime=args.runtime, calibration_batches=args.calibration_batches,
-                                  observer=args.observer or "minmax")]  # fmt: skip
+        config = Int8Config(
+            runtime=args.runtime,
+            calibration_batches=args.calibration_batches,
+            observer=args.observer or "minmax",
+            ignore=tuple(args.ignore),
+            **_techniques(args),
+        )
+        steps: list = [_ptq_extras(args, model, data, config, out)]
+        if steps[0] is None:
+            return 0
     else:
         config = QuantConfig(
             bits_w=args.bits_w,
@@ -92,7 +118,11 @@ def _quantize(args: argparse.Namespace) -> int:
             lsq=args.lsq,
             ignore=tuple(args.ignore),
             accumulator_bits=args.accumulator_bits,
+            **_techniques(args),
         )
+        config = _ptq_extras(args, model, data, config, out)
+        if config is None:
+            return 0
         if args.mixed_precision is not None:
             config, mixed = mixed_precision_config(model, data, config, args.mixed_precision,
                                                    example_inputs=data.example_inputs(8))  # fmt: skip
@@ -117,9 +147,18 @@ def _quantize(args: argparse.Namespace) -> int:
         for row in d["float_layers"]:
             print(f"  float: {row['layer']} ({row['reason']})")
     elif "runtime" in quantized.details:
-        times = ", ".join(f"{k} {v:.3f} ms" for k, v in (quantized.details["runtime_selection_ms"] or {}).items())
-        print(f"int8 runtime: {quantized.details['runtime']}"
-              + (f" (timed at batch {args.batch_size}: {times})" if times else ""))  # fmt: skip
+        d = quantized.details
+        times = ", ".join(f"{k} {v:.3f} ms" for k, v in (d["runtime_selection_ms"] or {}).items())
+        print(f"int8 runtime: {d['runtime']}" + (f" (timed at batch {args.batch_size}: {times})" if times else ""))
+        print(f"  why: {d.get('reason', '')}")
+        for runtime, why in (d.get("runtimes_skipped") or {}).items():
+            print(f"  skipped {runtime}: {why}")
+        for runtime, db in (d.get("sqnr_db") or {}).items():
+            print(f"  {runtime}: SQNR {db:.1f} dB against fp32 on calibration data")
+        if "agreement" in d:
+            print(f"  onnxruntime vs effdl's simulation: {d['agreement']['steps']:.2f} quantization steps apart")
+        for layer, why in (d.get("float_layers") or {}).items():
+            print(f"  float in the runtime: {layer} ({why})")
     else:
         print(f"accuracy after calibration: {100 * (quantized.summary.accuracy or 0):.2f}%")
     if quantized.summary.perplexity is not None:
@@ -127,6 +166,42 @@ def _quantize(args: argparse.Namespace) -> int:
     print(outcome.report.to_table())
     print(f"\nmodel: {outcome.report.artifacts['final_model']}\nreport: {out / 'report.json'}")
     return 0
+
+
+def _techniques(args: argparse.Namespace) -> dict:
+    """The PTQ technique fields of QuantConfig / Int8Config from the flags."""
+    layer_observer = parse_options(args.layer_observer, "--layer-observer")
+    return {"bn_reestimate": args.bn_reestimate, "equalize": args.equalize, "smoothquant": args.smoothquant,
+            "adaround": args.adaround, "bias_correction": args.bias_correction,
+            "per_layer_observer": {k: str(v) for k, v in layer_observer.items()}}  # fmt: skip
+
+
+def _ptq_extras(args: argparse.Namespace, model, data, config, out: Path):
+    """--diagnose (report, then None: stop) and --tolerance (the accuracy-controlled config)."""
+    if not args.diagnose and args.tolerance is None:
+        return config
+    from torch.utils.data import DataLoader
+
+    from effdl.measure import evaluate
+
+    example = data.example_inputs(8)
+    calib = DataLoader(data.train, batch_size=64, shuffle=False)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.diagnose:
+        diagnosis = diagnose_quantization(model, config, example_inputs=example, data=calib,
+                                          batches=args.calibration_batches)  # fmt: skip
+        print(diagnosis.to_table())
+        print(f"most sensitive: {', '.join(diagnosis.worst(3))}")
+        print(f"plot: {diagnosis.plot(out / 'diagnosis.png')}")
+        atomic_write_json(out / "diagnosis.json", diagnosis.to_dict())
+        return None
+    result = accuracy_controlled_config(
+        model, config, metric=lambda m: evaluate(m, data.test)["accuracy"], tolerance=args.tolerance / 100,
+        example_inputs=example, data=calib, batches=args.calibration_batches,
+    )  # fmt: skip
+    print("accuracy-controlled PTQ (test accuracy, simulated):")
+    print(result.to_table() + "\n")
+    return result.config
 
 
 def _weight_only(args: argparse.Namespace):
