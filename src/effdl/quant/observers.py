@@ -231,6 +231,9 @@ class EntropyObserver(MSEObserver):
 
     bins = 2048
 
+    def __init__(self, *, axis: int | None = None, max_samples: int = 500_000) -> None:
+        super().__init__(axis=axis, max_samples=max_samples)  # a histogram's tail needs many values
+
     def qparams(self, bits: int, *, symmetric: bool, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sample.numel() == 0 or self.axis is not None:  # per-channel (weights) or restored: the range
             return Observer.qparams(self, bits, symmetric=symmetric, signed=signed)
@@ -239,6 +242,7 @@ class EntropyObserver(MSEObserver):
         if top == 0.0:
             return Observer.qparams(self, bits, symmetric=symmetric, signed=signed)
         hist = torch.histc(mags, bins=self.bins, min=0.0, max=top)
+        hist[0] = hist[1]  # the exact zeros of a ReLU output say nothing about where to clip (as TensorRT's tools)
         levels = 2**bits if not signed else 2 ** (bits - 1)
         best, best_i = float("inf"), self.bins
         for i in range(levels, self.bins + 1, max(1, (self.bins - levels) // 128)):

@@ -284,7 +284,14 @@ def smooth_(model: nn.Module, data: Any, *, alpha: float = 0.5, batches: int = 8
         >>> bool(quantized_layers(m)["0"].smooth_scale[2] > quantized_layers(m)["0"].smooth_scale[0])
         True
     """
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer) and hasattr(m, "smooth_scale")}
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    layers = {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, QuantLayer) and hasattr(m, "smooth_scale") and uses.get(id(m.weight), 0) == 1
+    }  # a tied weight (GPT-2's lm_head is its embedding table) cannot absorb the scale: left as it is
     if not layers:
         return []
     amax: dict[str, torch.Tensor] = {}

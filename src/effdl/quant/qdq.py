@@ -276,14 +276,11 @@ def float_nodes(onnx_bytes: bytes, *, threads: int | None = None) -> dict[str, s
     ``MatMulIntegerToFloat``; a Conv/Gemm/MatMul still there runs on dequantized values.
 
     Example:
-        >>> import onnx
-        >>> from onnx import helper, TensorProto
-        >>> g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")], "g",
-        ...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-        ...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
-        ...     [helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 0, 0, 1])])
-        >>> float_nodes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
-        {'fc': 'MatMul runs in float (no int8 kernel: its output is not requantized or an input is float)'}
+        >>> from effdl.quant import QuantConfig, quantize_
+        >>> m, x = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Conv1d(4, 2, 3)), torch.randn(16, 1, 12)
+        >>> _ = quantize_(m, QuantConfig(), example_inputs=x)
+        >>> float_nodes(lower_qdq(m, x))  # the last conv's output is not requantized: no QLinearConv for it
+        {'2': 'Conv runs in float (no int8 kernel: its output is not requantized or an input is float)'}
     """
     import onnx
 
