@@ -6,11 +6,13 @@ to QDQ: same scales, same integer weights); plus GPT-2 and ViT from config throu
    ReLU] blocks with per-channel weight ranges left as training made them, global average pool, Linear) trained 12
    epochs on MNIST-1D here (seed 0). Every int8 row is ``convert_int8(model, Int8Config(runtime="onnxruntime",
    fallback=False, <technique>), data=8 calibration batches of 64 training samples)``; ``QAT`` is the fake-quant
-   W8A8 model fine-tuned 3 epochs (lr 1e-3) and then lowered as it is. Test accuracy on the 1,000 test samples;
-   ``agreement``: top-1 agreement with fp32; ``steps``: the largest difference between the onnxruntime output and
-   effdl's simulation on a calibration batch, in 8-bit steps of the output range; latency ratio fp32 / int8 at batch
-   32, timed interleaved (median over rounds).
-   The weights-per-tensor rows (``per_channel=False``) are the case equalization exists for.
+   W8A8 model fine-tuned 3 epochs (lr 1e-3) and then lowered as it is. ``W4A8`` rows: 4-bit weight codes (effdl's
+   fake-quant with the technique) lowered as they are: they run in the same int8 kernels, and show what each
+   technique recovers where rounding matters. Test accuracy on the 1,000 test samples; ``agree``: top-1 agreement
+   with fp32; ``steps``: the largest difference between the onnxruntime output and effdl's simulation on a
+   calibration batch, in 8-bit steps of the output range (``fusions off``: the same graph with onnxruntime's int8
+   fusions off, every QDQ pair computed in float); speedup fp32 / int8 at batch 32, timed interleaved (median of 11
+   rounds). The weights-per-tensor rows (``per_channel=False``) are the case equalization exists for.
 2. GPT-2 and ViT from config (random weights, ``effdl.models.real``): SQNR of the int8 logits against fp32 on a batch
    not used for calibration, plain and with SmoothQuant (alpha 0.5).
 
@@ -69,6 +71,22 @@ def agreement(model, reference_labels, data) -> float:
         return 100 * float((model(x).argmax(1) == reference_labels).float().mean())
 
 
+W4A8 = {
+    "plain min-max": {},
+    "equalization": {"equalize": True},
+    "AdaRound (500)": {"adaround": 500},
+    "bias correction": {"bias_correction": True},
+    "combination": {"bn_reestimate": True, "equalize": True, "adaround": 500, "bias_correction": True},
+}
+
+
+def _record(label, q, data, labels, seconds) -> dict:
+    a = q.meta["lowering"]["agreement"]
+    return {"model": "dw-cnn", "method": label, "accuracy": accuracy(q, data), "agreement": agreement(q, labels, data),
+            "steps": a["steps"], "steps_without_int8_kernels": a["steps_without_int8_kernels"],
+            "float_layers": list(q.meta["lowering"]["float_layers"]), "seconds": seconds}  # fmt: skip
+
+
 def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -93,29 +111,36 @@ def main() -> None:
             q = convert_int8(model, config, example_inputs=calib[0][0], data=calib)
             label = name + ("" if per_channel else " (per-tensor weights)")
             candidates[label] = q
-            records.append({"model": "dw-cnn", "method": label, "accuracy": accuracy(q, data),
-                            "agreement": agreement(q, labels, data),
-                            "steps": q.meta["lowering"]["agreement"]["steps"],
-                            "float_layers": list(q.meta["lowering"]["float_layers"]),
-                            "seconds": time.time() - start})  # fmt: skip
+            records.append(_record(label, q, data, labels, time.time() - start))
             print(records[-1])
+    for name, fields in W4A8.items():  # 4-bit weight codes run in the same int8 kernels: where techniques matter
+        sim = copy.deepcopy(model)
+        quantize_(sim, QuantConfig(bits_w=4, bits_a=8, **fields), example_inputs=calib[0][0], data=calib)
+        q = convert_int8(sim, Int8Config(runtime="onnxruntime", fallback=False), example_inputs=calib[0][0],
+                         data=calib)  # fmt: skip
+        label = f"W4A8 {name}"
+        candidates[label] = q
+        records.append(_record(label, q, data, labels, None))
+        print(records[-1])
     qat = copy.deepcopy(model)
     quantize_(qat, QuantConfig(), example_inputs=calib[0][0], data=calib)
     Trainer(qat, TrainConfig(epochs=3, lr=1e-3, batch_size=64, progress=False, seed=0)).fit(data.train)
     qat.eval()
     q = convert_int8(qat, Int8Config(runtime="onnxruntime", fallback=False), example_inputs=calib[0][0], data=calib)
-    candidates["QAT (3 epochs)"] = q
-    records.append({"model": "dw-cnn", "method": "QAT (3 epochs)", "accuracy": accuracy(q, data),
-                    "agreement": agreement(q, labels, data), "steps": q.meta["lowering"]["agreement"]["steps"],
-                    "float_layers": list(q.meta["lowering"]["float_layers"]), "seconds": None})  # fmt: skip
+    candidates["QAT W8A8 (3 epochs)"] = q
+    records.append(_record("QAT W8A8 (3 epochs)", q, data, labels, None))
+    print(records[-1])
     x = calib[0][0][:1].expand(32, -1, -1).contiguous()
     times = compare_latency({"fp32": model, **candidates}, x, rounds=11)
     for r in records:
         r["speedup"] = times["fp32"].median_ms / times[r["method"]].median_ms
     for r in records:
         rows.append([r["method"], f"{r['accuracy']:.2f}%", f"{r['accuracy'] - fp32_acc:+.2f}",
-                     f"{r['agreement']:.1f}%", f"{r['steps']:.2f}", f"{r['speedup']:.2f}x"])  # fmt: skip
-    table = format_table(rows, ["dw-cnn, int8 in onnxruntime", "test acc", "vs fp32", "agree", "steps", "speedup"])
+                     f"{r['agreement']:.1f}%", f"{r['steps']:.2f}", f"{r['steps_without_int8_kernels']:.2f}",
+                     f"{r['speedup']:.2f}x"])  # fmt: skip
+    headers = ["dw-cnn, real int8 in onnxruntime", "test acc", "vs fp32", "agree", "steps", "steps, fusions off",
+               "speedup"]  # fmt: skip
+    table = format_table(rows, headers)
     table = f"fp32 test accuracy: {fp32_acc:.2f}%\n\n" + table
 
     from effdl.models.real import real_model
@@ -131,11 +156,13 @@ def main() -> None:
             config = Int8Config(runtime="onnxruntime", fallback=False, **fields)
             q = convert_int8(m, config, example_inputs=x, data=batches)
             db = sqnr_db(ref, q(held))
-            records.append({"model": name, "method": label, "sqnr_db": db,
-                            "steps": q.meta["lowering"]["agreement"]["steps"]})  # fmt: skip
-            rows2.append([name, label, f"{db:.1f}", f"{q.meta['lowering']['agreement']['steps']:.2f}"])
+            a = q.meta["lowering"]["agreement"]
+            records.append({"model": name, "method": label, "sqnr_db": db, "steps": a["steps"],
+                            "steps_without_int8_kernels": a["steps_without_int8_kernels"]})  # fmt: skip
+            rows2.append([name, label, f"{db:.1f}", f"{a['steps']:.2f}", f"{a['steps_without_int8_kernels']:.2f}"])
             print(records[-1])
-    table += "\n\n" + format_table(rows2, ["model (from config)", "int8 onnxruntime", "SQNR dB", "steps"])
+    table += "\n\n" + format_table(rows2, ["model (from config)", "int8 onnxruntime", "SQNR dB", "steps",
+                                            "steps, int8 fusions off"])  # fmt: skip
     notes = [line for line in (__doc__ or "").splitlines()[:20]]
     print(write_results("ptq_accuracy", "PTQ techniques on real int8 (onnxruntime)", notes[2:], table, records))
 

@@ -156,7 +156,9 @@ def _quantize(args: argparse.Namespace) -> int:
         for runtime, db in (d.get("sqnr_db") or {}).items():
             print(f"  {runtime}: SQNR {db:.1f} dB against fp32 on calibration data")
         if "agreement" in d:
-            print(f"  onnxruntime vs effdl's simulation: {d['agreement']['steps']:.2f} quantization steps apart")
+            a = d["agreement"]
+            print(f"  onnxruntime vs effdl's simulation: {a['steps']:.2f} quantization steps apart at most "
+                  f"({a['steps_without_int8_kernels']:.2f} with onnxruntime's int8 fusions off)")  # fmt: skip
         for layer, why in (d.get("float_layers") or {}).items():
             print(f"  float in the runtime: {layer} ({why})")
     else:

@@ -153,12 +153,15 @@ def run_onnx(path: str | os.PathLike, *inputs: torch.Tensor | np.ndarray) -> lis
     return session.run(None, feeds)
 
 
-def onnx_session(model: str | os.PathLike | bytes, threads: int | None = None):
+def onnx_session(model: str | os.PathLike | bytes, threads: int | None = None, *, optimization: str = "all"):
     """An onnxruntime CPU session for an ONNX file (path or bytes) with ``threads`` intra-op threads (default:
     torch's) and thread spinning off: onnxruntime's pool threads busy-wait after each run by default, which on a
-    small CPU steals the cores from whatever runs next (PyTorch ops in the same process ran 2x slower here)."""
+    small CPU steals the cores from whatever runs next (PyTorch ops in the same process ran 2x slower here).
+    ``optimization="basic"`` stops onnxruntime's graph optimizer before its fusions (int8 QDQ fusions included)."""
     ort = _require("onnxruntime")
     options = ort.SessionOptions()
+    if optimization == "basic":
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
     options.inter_op_num_threads = 1
     options.log_severity_level = 3

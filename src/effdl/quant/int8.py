@@ -1,15 +1,17 @@
-"""Real int8 execution on the CPU: post-training quantization with calibration, lowered to torch's x86/fbgemm
-quantized kernels (``torch-ao``, FX graph mode) or to an onnxruntime static QDQ model (``onnxruntime``).
+"""Real int8 execution on the CPU: effdl's calibrated fake-quant model lowered to an onnxruntime QDQ model
+(``onnxruntime``: the same scales and integer weights, so what runs is what was simulated, with every PTQ technique
+the config asks for), onnxruntime dynamic int8 (``onnxruntime-dynamic``), or torch's deprecated x86/fbgemm FX path
+(``torch-ao``, a fallback effdl can live without: it calibrates on its own and takes no techniques).
 
-Why two runtimes: neither was the fastest on every model and batch size tried on this CPU (torch-ao on
-convolution stacks at batch 32, onnxruntime on small nets and at batch 1; see ``benchmarks/ptq_int8.py``).
-``runtime="auto"`` builds each available runtime and keeps the one that is fastest on the batch shape the user
-deploys at. torchao's PT2E path was left out: it needs inductor freezing on CPU and failed on a
-Conv1d -> Flatten -> Linear net here.
+``runtime="auto"`` builds each available static runtime and times them with fp32 on the batch shape the user
+deploys at; fp32 is returned when no int8 runtime is faster (``fallback``), and a runtime under ``min_sqnr_db`` is
+rejected. torchao's PT2E path was left out: it needs inductor freezing on CPU and failed on a Conv1d -> Flatten ->
+Linear net here.
 
 Saved files: torch-ao models as safetensors (int8 weights with their scales, the float biases and every
 activation scale; the float architecture is rebuilt from the model registry and lowered again, then the saved
-integers are put back), onnxruntime models as the ``.onnx`` file itself. Neither format runs code on load.
+integers are put back), onnxruntime models as the ``.onnx`` file itself, the fp32 fallback as a safetensors state
+dict. None of them runs code on load.
 """
 
 from __future__ import annotations
@@ -167,10 +169,10 @@ class Int8Model(nn.Module):
         return path
 
 
-def _session(model_bytes: bytes, threads: int | None):
+def _session(model_bytes: bytes, threads: int | None, *, basic: bool = False):
     from effdl.export.onnx import onnx_session
 
-    return onnx_session(model_bytes, threads)
+    return onnx_session(model_bytes, threads, optimization="basic" if basic else "all")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -381,13 +383,20 @@ def _observe_outputs(model: nn.Module, quantizers: list, data: Any, batches: int
 @torch.no_grad()
 def _agreement(sim: nn.Module, onnx_bytes: bytes, example: torch.Tensor) -> dict[str, float]:
     """How far the runtime's output is from the simulation's, in quantization steps of an 8-bit grid over the
-    simulated output's range (``steps <= 1``: what runs is what was simulated)."""
+    simulated output's range (``steps <= 1``: what runs is what was simulated). ``steps_without_int8_kernels`` is the
+    same graph run with onnxruntime's int8 fusions off (every QDQ pair computed in float): when it is as large, the
+    difference comes from float rounding order flipping codes at rounding boundaries, not from the int8 kernels."""
     want = flatten_tensors(sim(example))[0].float()
-    session = _session(onnx_bytes, None)
-    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]).float()
     step = float(want.max() - want.min()) / 255 or 1.0
-    diff = float((got - want).abs().max())
-    return {"max_abs_diff": diff, "step": step, "steps": diff / step}
+    out: dict[str, float] = {"step": step}
+    for key, basic in (("steps", False), ("steps_without_int8_kernels", True)):
+        session = _session(onnx_bytes, None, basic=basic)
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]).float()
+        diff = (got - want).abs()
+        out[key] = float(diff.max()) / step
+        if not basic:
+            out["max_abs_diff"], out["mean_steps"] = float(diff.max()), float(diff.mean()) / step
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -406,7 +415,8 @@ def convert_int8(
     """Post-training int8 quantization with real int8 execution. ``model`` is not changed.
 
     Args:
-        model: a float model (eval mode is used; BatchNorm is folded by the runtime).
+        model: a float model (eval mode is used; BatchNorm is folded), or a calibrated fake-quant model (from
+            ``quantize_`` or QAT), which the onnxruntime runtime lowers with its own scales.
         config: an :class:`Int8Config` (default: ``runtime="auto"``).
         example_inputs: one batch the model accepts (traces the model).
         data: calibration batches (DataLoader, Dataset, or iterable of tensors / ``(inputs, targets)``); without
