@@ -396,6 +396,13 @@ def _agreement(sim: nn.Module, onnx_bytes: bytes, example: torch.Tensor) -> dict
         out[key] = float(diff.max()) / step
         if not basic:
             out["max_abs_diff"], out["mean_steps"] = float(diff.max()), float(diff.mean()) / step
+    if out["steps"] <= 1.0:
+        out["why"] = "within one step: the runtime computes what was simulated"
+    elif out["steps_without_int8_kernels"] >= 0.9 * out["steps"]:
+        out["why"] = ("float rounding order: the same graph without int8 kernels differs as much; a float op computed "
+                      "in another order flips a code at a rounding boundary, and later layers carry it")  # fmt: skip
+    else:
+        out["why"] = "onnxruntime's int8 kernels round differently from the simulation (requantization arithmetic)"
     return out
 
 
