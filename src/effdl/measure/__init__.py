@@ -11,7 +11,7 @@ from effdl.measure.curvature import hessian_trace
 from effdl.measure.evaluation import evaluate, sqnr_db, stack_batches
 from effdl.measure.latency import LatencyStats, compare_latency, measure_latency, num_threads
 from effdl.measure.macs import count_macs, module_macs
-from effdl.measure.memory import MemoryStats, peak_forward_memory
+from effdl.measure.memory import MemoryStats, peak_allocated, peak_forward_memory
 from effdl.measure.profiler import LayerProfile, Profile, profile
 from effdl.measure.size import count_nonzero_params, count_params, serialized_size
 from effdl.measure.summary import MeasureConfig, summarize, summarize_quantized
@@ -31,6 +31,7 @@ __all__ = [
     "measure_latency",
     "module_macs",
     "num_threads",
+    "peak_allocated",
     "peak_forward_memory",
     "profile",
     "serialized_size",

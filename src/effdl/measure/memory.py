@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_leaves
 
 from effdl.core.modules import eval_mode
 
-__all__ = ["MemoryStats", "peak_forward_memory"]
+__all__ = ["MemoryStats", "peak_allocated", "peak_forward_memory"]
 
 
 @dataclasses.dataclass
@@ -102,3 +102,19 @@ def peak_forward_memory(model: nn.Module, example_inputs: Any) -> MemoryStats:
         out = model(*args)
         del out
     return MemoryStats(weights_bytes=weights, inputs_bytes=inputs, peak_activation_bytes=tracker.peak)
+
+
+def peak_allocated(fn: Any) -> tuple[Any, int]:
+    """Runs ``fn()`` and returns its result and the largest total of bytes in tensors it created that were alive at
+    one time (the same exact count as :func:`peak_forward_memory`; a training step's activations, gradients and
+    temporaries).
+
+    Example:
+        >>> _, peak = peak_allocated(lambda: torch.zeros(1000).sum())
+        >>> peak >= 4000
+        True
+    """
+    tracker = _AllocationTracker()
+    with tracker:
+        out = fn()
+    return out, tracker.peak
