@@ -28,6 +28,7 @@ from effdl.federated.quantized import (
 )
 from effdl.federated.server import FederatedResult, aggregate, plot_accuracy, run_federated, sample_clients
 from effdl.federated.split import split_clients
+from effdl.federated.study import compare_methods, methods_table
 
 __all__ = [
     "METHODS",
@@ -40,8 +41,10 @@ __all__ = [
     "aggregate",
     "client_layers",
     "client_state_bytes",
+    "compare_methods",
     "decode",
     "encode",
+    "methods_table",
     "payload_bytes",
     "plot_accuracy",
     "quantize_weight",

@@ -107,7 +107,7 @@ class QuantizedWeight:
         per_row = self.numel // self.shape[0]
         start, stop = rows.start * per_row, rows.stop * per_row
         codes = self._codes_range(start, stop).float().reshape(rows.stop - rows.start, *self.shape[1:])
-        return codes * self.scale[rows].reshape(-1, *([1] * (codes.dim() - 1)))
+        return codes.mul_(self.scale[rows].reshape(-1, *([1] * (codes.dim() - 1))))
 
     def _codes_range(self, start: int, stop: int) -> torch.Tensor:
         per = 8 // self.bits
@@ -116,16 +116,21 @@ class QuantizedWeight:
 
     def step_(self, grad: torch.Tensor, lr: float, *, rows: slice | None = None, stochastic: bool, generator=None):
         """``w <- Q(w - lr * grad)`` for output channels ``rows`` (default all) on the fixed grid, with stochastic
-        or nearest rounding; only those channels' bytes are rewritten."""
+        or nearest rounding; only those channels' bytes are rewritten, a few channels at a time (so the float
+        temporaries stay small)."""
         rows = rows or slice(0, self.shape[0])
-        w = self.dequantize(rows) - lr * grad
-        codes, _ = quantize_weight(w, self.bits, scale=self.scale[rows], stochastic=stochastic, generator=generator)
         per_row, per = self.numel // self.shape[0], 8 // self.bits
-        start, stop = rows.start * per_row, rows.stop * per_row
-        lo, hi = start // per, -(-stop // per)
-        span = _unpack(self.packed[lo:hi], self.bits, (hi - lo) * per)  # neighbours sharing the edge bytes
-        span[start - lo * per : stop - lo * per] = codes.reshape(-1)
-        self.packed[lo:hi] = _pack(span, self.bits)
+        chunk = max(1, BLOCK_ELEMENTS // per_row)
+        for r0 in range(rows.start, rows.stop, chunk):
+            r = slice(r0, min(r0 + chunk, rows.stop))
+            w = self.dequantize(r).add_(grad[r0 - rows.start : r.stop - rows.start], alpha=-lr)
+            codes, _ = quantize_weight(w, self.bits, scale=self.scale[r], stochastic=stochastic, generator=generator)
+            del w
+            start, stop = r.start * per_row, r.stop * per_row
+            lo, hi = start // per, -(-stop // per)
+            span = _unpack(self.packed[lo:hi], self.bits, (hi - lo) * per)  # neighbours sharing the edge bytes
+            span[start - lo * per : stop - lo * per] = codes.reshape(-1)
+            self.packed[lo:hi] = _pack(span, self.bits)
 
 
 @dataclasses.dataclass
@@ -135,8 +140,12 @@ class _Rounding:
     generator: torch.Generator | None
 
 
-# float elements of one weight block: the most of a layer's weight (and of its gradient) that exists in float at once
+# float elements of one weight block in the backward pass (at least twice the layer input's): the most of a
+# layer's weight (and of its gradient) that exists in float at once; the forward dequantizes up to
+# FORWARD_BLOCK_ELEMENTS at once (blocking it splits the output into parts and a concatenation, which costs more
+# activation memory than a small layer's weight)
 BLOCK_ELEMENTS = 4096
+FORWARD_BLOCK_ELEMENTS = 1 << 20
 
 
 class _Op:
@@ -153,38 +162,46 @@ class _Op:
                        "groups": module.groups}  # fmt: skip
         self.groups = 1 if self.linear else module.groups
 
-    def blocks(self, q: QuantizedWeight) -> list[slice]:
+    def blocks(self, q: QuantizedWeight, limit: int = BLOCK_ELEMENTS) -> list[slice]:
         out = q.shape[0]
-        if self.groups != 1:  # grouped/depthwise: one block (channels and inputs are tied group-wise)
+        if self.groups != 1 or q.numel <= limit:  # grouped/depthwise: one block (channels tied group-wise)
             return [slice(0, out)]
-        rows = max(1, BLOCK_ELEMENTS // max(q.numel // out, 1))
+        rows = max(1, limit // max(q.numel // out, 1))
         return [slice(i, min(i + rows, out)) for i in range(0, out, rows)]
 
     def __call__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, w, b) if self.linear else self.conv(x, w, b, **self.kw)
 
     def forward(self, x: torch.Tensor, q: QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
-        parts = [self(x, q.dequantize(r), None if bias is None else bias[r]) for r in self.blocks(q)]
+        blocks = self.blocks(q, FORWARD_BLOCK_ELEMENTS)
+        parts = [self(x, q.dequantize(r), None if bias is None else bias[r]) for r in blocks]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1 if self.linear else 1)
 
     def backward(self, x: torch.Tensor, g: torch.Tensor, q: QuantizedWeight, rounding: _Rounding, need_x: bool):
         gx = None
-        for r in self.blocks(q):
+        # each extra block adds an input-gradient part (the input's size) to sum: blocks pay off only for weights
+        # much larger than the layer's input
+        for r in self.blocks(q, max(BLOCK_ELEMENTS, 2 * x.numel())):
             w = q.dequantize(r)
             gr = g[..., r] if self.linear else g[:, r]
             if self.linear:
                 part = gr @ w if need_x else None
                 gw = gr.reshape(-1, gr.shape[-1]).T @ x.reshape(-1, x.shape[-1])
-            else:
-                grad = torch.nn.grad
-                name = f"conv{self.dim}d"
-                part = getattr(grad, f"{name}_input")(x.shape, w, gr, **self.kw) if need_x else None
-                gw = getattr(grad, f"{name}_weight")(x, w.shape, gr, **self.kw)
+            else:  # one call for both gradients, as autograd's own convolution backward
+                k = self.kw
+                part, gw, _ = torch.ops.aten.convolution_backward(
+                    gr, x, w, None, _tuple(k["stride"], self.dim), _tuple(k["padding"], self.dim),
+                    _tuple(k["dilation"], self.dim), False, [0] * self.dim, k["groups"], [need_x, True, False],
+                )  # fmt: skip
             del w
             q.step_(gw, rounding.lr, rows=r, stochastic=rounding.stochastic, generator=rounding.generator)
             if part is not None:
                 gx = part if gx is None else gx + part
         return gx
+
+
+def _tuple(v, n: int) -> list[int]:
+    return list(v) if isinstance(v, tuple | list) else [int(v)] * n
 
 
 class _QuantizedOp(torch.autograd.Function):
