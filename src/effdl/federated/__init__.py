@@ -26,7 +26,14 @@ from effdl.federated.quantized import (
     quantize_weight,
     to_quantized_client,
 )
-from effdl.federated.server import FederatedResult, aggregate, plot_accuracy, run_federated, sample_clients
+from effdl.federated.server import (
+    FederatedResult,
+    aggregate,
+    plot_accuracy,
+    run_federated,
+    sample_clients,
+    server_update,
+)
 from effdl.federated.split import split_clients
 from effdl.federated.study import compare_methods, methods_table
 
@@ -50,6 +57,7 @@ __all__ = [
     "quantize_weight",
     "run_federated",
     "sample_clients",
+    "server_update",
     "split_clients",
     "to_quantized_client",
     "train_client",

@@ -33,7 +33,7 @@ from effdl.core.errors import ConfigError, EffdlError
 from effdl.core.io import atomic_write_json
 from effdl.federated.client import decode, encode, payload_bytes, train_client
 from effdl.federated.config import FederatedConfig
-from effdl.federated.server import _tensors, aggregate
+from effdl.federated.server import _tensors, server_update
 from effdl.federated.split import split_clients
 
 __all__ = ["flower_client", "flower_strategy", "main"]
@@ -106,6 +106,7 @@ def flower_strategy(architecture: nn.Module, data: Any, config: FederatedConfig,
             client_manager.wait_for(config.clients)
             payload = encode(global_model, config)
             self._down = payload_bytes(payload)
+            self._received = decode(payload, architecture, config)
             ins = FitIns(ndarrays_to_parameters(_to_arrays(payload)), {"round": server_round - 1})
             return [(c, ins) for c in client_manager.all().values()]
 
@@ -119,7 +120,7 @@ def flower_strategy(architecture: nn.Module, data: Any, config: FederatedConfig,
                 rows.append(res.metrics)
             if not states:
                 raise ConfigError(f"round {server_round}: every client failed ({len(failures)} failures)")
-            global_model.load_state_dict(aggregate(states, weights))
+            global_model.load_state_dict(server_update(global_model.state_dict(), self._received, states, weights))
             metrics = evaluate(global_model, data.test)
             history.append({
                 "round": server_round,

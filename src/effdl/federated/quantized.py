@@ -3,8 +3,9 @@
 A layer's float weight exists only while the layer computes: the forward dequantizes it, uses it and drops it; the
 backward dequantizes it again (nothing float is saved for backward but the layer's input, as for any layer), computes
 the input and weight gradients, and writes the SGD step straight back into k bits with stochastic (or nearest)
-rounding on the fixed per-channel grid the server sent. The float weight gradient is dropped right there, so no float
-copy of the weights, no float gradient of the whole model and no optimizer state ever exists on the client.
+rounding on the per-channel grid the server sent (widened for a channel whose weights outgrow it). The float weight
+gradient is dropped right there, so no float copy of the weights, no float gradient of the whole model and no
+optimizer state ever exists on the client.
 """
 
 from __future__ import annotations
@@ -115,15 +116,19 @@ class QuantizedWeight:
         return _unpack(self.packed[lo:hi], self.bits, (hi - lo) * per)[start - lo * per : stop - lo * per]
 
     def step_(self, grad: torch.Tensor, lr: float, *, rows: slice | None = None, stochastic: bool, generator=None):
-        """``w <- Q(w - lr * grad)`` for output channels ``rows`` (default all) on the fixed grid, with stochastic
-        or nearest rounding; only those channels' bytes are rewritten, a few channels at a time (so the float
-        temporaries stay small)."""
+        """``w <- Q(w - lr * grad)`` for output channels ``rows`` (default all) on the channel's grid (widened when
+        ``w`` outgrows it), with stochastic or nearest rounding; only those channels' bytes are rewritten, a few
+        channels at a time (so the float temporaries stay small)."""
         rows = rows or slice(0, self.shape[0])
         per_row, per = self.numel // self.shape[0], 8 // self.bits
         chunk = max(1, BLOCK_ELEMENTS // per_row)
         for r0 in range(rows.start, rows.stop, chunk):
             r = slice(r0, min(r0 + chunk, rows.stop))
             w = self.dequantize(r).add_(grad[r0 - rows.start : r.stop - rows.start], alpha=-lr)
+            # a channel whose weights outgrow its grid widens it (the grid only grows): with a fixed grid, a weight at
+            # the channel's maximum could never grow, and BatchNorm nets need their weights to
+            qmax = 2 ** (self.bits - 1) - 1
+            self.scale[r] = torch.maximum(self.scale[r], w.reshape(w.shape[0], -1).abs().amax(dim=1) / qmax)
             codes, _ = quantize_weight(w, self.bits, scale=self.scale[r], stochastic=stochastic, generator=generator)
             del w
             start, stop = r.start * per_row, r.stop * per_row

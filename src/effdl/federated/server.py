@@ -25,7 +25,7 @@ from effdl.federated.config import FederatedConfig
 from effdl.federated.split import split_clients
 from effdl.measure.evaluation import evaluate
 
-__all__ = ["FederatedResult", "aggregate", "plot_accuracy", "run_federated", "sample_clients"]
+__all__ = ["FederatedResult", "aggregate", "plot_accuracy", "run_federated", "sample_clients", "server_update"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,26 @@ def aggregate(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict
         else:
             out[key] = torch.stack(tensors).max(dim=0).values
     return out
+
+
+def server_update(
+    old: dict[str, torch.Tensor],
+    download: dict[str, torch.Tensor],
+    uploads: list[dict[str, torch.Tensor]],
+    weights: list[int],
+) -> dict[str, torch.Tensor]:
+    """The new float global model: the old one plus the weighted mean of the clients' changes, each measured
+    against what the client received (``download``, the decoded payload). With a float payload this is FedAvg; with
+    a k-bit payload it keeps the server's sub-grid remainder ``old - Q(old)``, which replacing the model by the mean
+    upload would throw away every round.
+
+    Example:
+        >>> old, down = {"w": torch.tensor([0.26])}, {"w": torch.tensor([0.25])}
+        >>> server_update(old, down, [{"w": torch.tensor([0.5])}, {"w": torch.tensor([0.25])}], [1, 1])["w"]
+        tensor([0.3850])
+    """
+    mean = aggregate(uploads, weights)
+    return {k: mean[k] + (old[k] - download[k]) if mean[k].is_floating_point() else mean[k] for k in mean}
 
 
 def sample_clients(config: FederatedConfig, round_index: int) -> list[int]:
@@ -149,6 +169,7 @@ def run_federated(
         log.info("resuming after round %d", start)
     for r in range(start, config.rounds):
         payload = encode(global_model, config)
+        received = decode(payload, architecture, config)
         uploads, weights, failed, results = [], [], [], []
         for k in sample_clients(config, r):
             idx = torch.from_numpy(parts[k])
@@ -165,7 +186,7 @@ def run_federated(
             results.append(res)
         if not uploads:
             raise ConfigError(f"round {r}: every sampled client failed ({failed}); see the warnings above")
-        global_model.load_state_dict(aggregate(uploads, weights))
+        global_model.load_state_dict(server_update(global_model.state_dict(), received, uploads, weights))
         metrics = evaluate(global_model, data.test)
         history.append({
             "round": r + 1,
