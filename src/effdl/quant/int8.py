@@ -361,7 +361,7 @@ def _build_qdq(model: nn.Module, config: Int8Config, example: Any, data: Any) ->
             with _quiet():
                 onnx_bytes = lower_qdq(sim, example)
             requantized = [n for n in requantized if n not in useless]
-        info["requantized"] = requantized
+    info["requantized"] = requantized if config.requantize else []
     info["float_layers"] = floats
     info["agreement"] = _agreement(sim, onnx_bytes, example)
     return onnx_bytes, info

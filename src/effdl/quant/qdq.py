@@ -217,11 +217,62 @@ def _rewrite(graph) -> None:
     del graph.node[:]
     graph.node.extend(bias_nodes + kept)
     graph.initializer.extend(new_inits)
+    _hoist_quantizers(graph, consts)
     used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
     live = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(live)
     _short_names(graph)
+
+
+# ops that only move or select values: rounding to a grid commutes with them exactly
+_MOVES = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Identity")
+
+
+def _hoist_quantizers(graph, consts: dict) -> None:
+    """A QuantizeLinear reached through value-moving ops (``Relu -> Flatten -> Q``) gets a copy with the same scale
+    and zero point right before them (``Relu -> Q' -> DQ' -> Flatten -> Q``): the same codes (those ops commute
+    with rounding to a grid), and onnxruntime can fuse the producer with its own output quantizer (``QLinearConv``
+    with the ReLU folded in) and runs the moves on int8 values."""
+    from onnx import helper, numpy_helper
+
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = defaultdict(int)
+    for n in graph.node:
+        for name in n.input:
+            consumers[name] += 1
+    inserts: dict[int, list] = defaultdict(list)  # id(node) -> nodes to put before it
+    inits = []
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        first, node = None, producers.get(q.input[0])
+        while node is not None and node.op_type in _MOVES and consumers[node.output[0]] == 1:
+            first, node = node, producers.get(node.input[0])
+        if first is None or node is None or node.op_type in ("DequantizeLinear", "QuantizeLinear"):
+            continue
+        if q.input[1] not in consts or q.input[2] not in consts:
+            continue
+        t = first.input[0]
+        base = f"{t}_hoisted{len(inits)}"
+        inits += [numpy_helper.from_array(np.asarray(consts[q.input[1]]), base + "_scale"),
+                  numpy_helper.from_array(np.asarray(consts[q.input[2]]), base + "_zero_point")]  # fmt: skip
+        axis = [a for a in q.attribute if a.name == "axis"]
+        extra = {"axis": axis[0].i} if axis else {}
+        inserts[id(first)] += [
+            helper.make_node("QuantizeLinear", [t, base + "_scale", base + "_zero_point"], [base + "_q"],
+                             name=f"{first.name}_hoisted_QuantizeLinear", **extra),
+            helper.make_node("DequantizeLinear", [base + "_q", base + "_scale", base + "_zero_point"], [base + "_dq"],
+                             name=f"{first.name}_hoisted_DequantizeLinear", **extra),
+        ]  # fmt: skip
+        first.input[0] = base + "_dq"
+    if not inits:
+        return
+    ordered = []
+    for n in graph.node:
+        ordered += inserts.get(id(n), [])
+        ordered.append(n)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    graph.initializer.extend(inits)
 
 
 def _short_names(graph) -> None:
