@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import UnsupportedError
-from effdl.quant.modules import FakeQuantizer, QuantLayer
+from effdl.quant.modules import FakeQuantizer, QuantLayer, QuantMultiheadAttention
 
 __all__ = ["float_nodes", "lower_qdq"]
 
@@ -76,9 +76,12 @@ def _lowering(model: nn.Module) -> Iterator[nn.Module]:
         for layer in _check(low).values():
             w = layer.weight_quant(layer.weight)  # effdl's codes times the scale: the exporter recovers the codes
             bias = layer.quantized_bias(layer.bias, layer.accumulator_scale())
-            layer.weight.copy_(w)
+            # new tensors, not copies into the old ones: a weight tied to another module (GPT-2's lm_head is its
+            # embedding table) must stay float there, as in the simulation
+            prefix = "in_proj_" if isinstance(layer, QuantMultiheadAttention) else ""
+            setattr(layer, prefix + "weight", nn.Parameter(w.detach().clone(), requires_grad=False))
             if bias is not None:
-                layer.bias.copy_(bias)
+                setattr(layer, prefix + "bias", nn.Parameter(bias.detach().clone(), requires_grad=False))
     for q in low.modules():
         if isinstance(q, FakeQuantizer):
             q.onnx_qdq = True  # plain tensors, not buffers: the exporter writes them as constants, not as ops
@@ -361,6 +364,7 @@ def _module_name(node_name: str) -> str:
     """``/model/layer1/layer1.0/shortcut/shortcut.0/Conv`` -> ``layer1.0.shortcut.0``: TorchScript's exporter names
     nodes by module scope, a child of a container as ``parent.index``; ``model`` is export's wrapper."""
     path: list[str] = []
+    node_name = node_name[node_name.find("/") :] if "/" in node_name else node_name  # "fused /model/..." too
     for seg in [p for p in node_name.split("/") if p][:-1]:
         if path and seg.startswith(path[-1] + "."):
             path[-1] = seg
