@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
 from effdl.core.checkpoint import read_metadata
 from effdl.core.errors import ConfigError
+from effdl.core.io import load_yaml
 from effdl.data import get_dataset
 from effdl.measure.summary import MeasureConfig
 from effdl.models import load_model, model_spec
@@ -39,7 +38,7 @@ def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}; e.g. {flag} channels=[16,16]")
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = load_yaml(value, what=f"{flag} {key.strip()}")
     return options
 
 

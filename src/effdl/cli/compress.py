@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from effdl.cli.common import (
     add_checkpoint_args,
     load_trained,
@@ -14,6 +12,7 @@ from effdl.cli.common import (
 )
 from effdl.compress import Recipe, compress_model, shipped_recipes, sweep
 from effdl.core.errors import ConfigError
+from effdl.core.io import load_yaml
 
 __all__ = ["add_compress", "add_sweep"]
 
@@ -92,7 +91,7 @@ def _sweep(args: argparse.Namespace) -> int:
         field, sep, values = item.partition("=")
         if not sep or not field or not values:
             raise ConfigError(f"--set takes FIELD=V1,V2,..., got {item!r}; e.g. --set steps.0.ratio=0.25,0.5")
-        grid[field.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+        grid[field.strip()] = [load_yaml(v, what=f"--grid {field.strip()}") for v in values.split(",")]
     out = Path(args.out or f"runs/sweep-{name}-{tag}")
     sweep(model, data, recipe, grid, out_dir=out, measure=measure_config(args), progress=not args.no_progress)
     print((out / "sweep.md").read_text().split("![")[0].strip())

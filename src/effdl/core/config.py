@@ -249,7 +249,7 @@ def check_range(
     hi = float("inf") if high is None else high
     bad_low = value <= lo if low_open else value < lo
     bad_high = value >= hi if high_open else value > hi
-    if bad_low or bad_high or value != value:
+    if bad_low or bad_high or value != value or value in (float("inf"), float("-inf")):  # NaN and infinities too
         left = "(" if low_open or low is None else "["
         right = ")" if high_open or high is None else "]"
         msg = f"{name} must be in {left}{lo}, {hi}{right}, got {name}={value}"

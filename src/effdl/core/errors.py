@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DatasetNotFoundError",
     "EffdlError",
+    "NonFiniteError",
     "ShapeError",
     "UnknownNameError",
     "UnsafeCheckpointError",
@@ -89,5 +90,14 @@ class UnsupportedError(EffdlError, NotImplementedError):
 
     Example:
         >>> isinstance(UnsupportedError("no"), NotImplementedError)
+        True
+    """
+
+
+class NonFiniteError(EffdlError, FloatingPointError):
+    """A loss, weight or input became NaN or infinite; the message says where and what to change.
+
+    Example:
+        >>> isinstance(NonFiniteError("loss is nan"), FloatingPointError)
         True
     """

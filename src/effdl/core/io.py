@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "json_safe", "load_yaml"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -55,13 +56,70 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no NaN; ``json.dumps`` would write a bare
+    ``NaN`` that other readers reject).
+
+    Example:
+        >>> json_safe({"a": float("nan"), "b": [1.0, float("inf")], "c": (2,)})
+        {'a': None, 'b': [1.0, None], 'c': [2]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Writes ``obj`` as indented JSON, atomically.
+    """Writes ``obj`` as indented JSON, atomically; NaN and infinities are written as ``null`` (valid JSON).
 
     Example:
         >>> import tempfile, pathlib, json
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.json"
-        >>> json.loads(atomic_write_json(p, {"a": 1}).read_text())
-        {'a': 1}
+        >>> json.loads(atomic_write_json(p, {"a": 1, "b": float("nan")}).read_text())
+        {'a': 1, 'b': None}
     """
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+#: the largest YAML text effdl reads (recipes, options): far above any real recipe, far below what can hurt
+MAX_YAML_BYTES = 1 << 20
+
+
+def load_yaml(text: str, *, what: str = "YAML") -> Any:
+    r"""Parses YAML safely: only plain data (``yaml.safe_load``'s types), no aliases (``*name`` references, which let
+    a few hundred bytes expand to gigabytes), at most :data:`MAX_YAML_BYTES`. Raises :class:`ConfigError` with what
+    is wrong.
+
+    Example:
+        >>> load_yaml("steps: [1, 2]")
+        {'steps': [1, 2]}
+        >>> load_yaml("a: &x [1]\nb: *x", what="recipe")
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.ConfigError: recipe uses a YAML alias (*x); effdl reads plain data only: write the value out
+    """
+    import yaml
+
+    from effdl.core.errors import ConfigError
+
+    if len(text.encode()) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} is {len(text.encode())} bytes, over the {MAX_YAML_BYTES} effdl reads; is it the "
+                          "right file?")  # fmt: skip
+
+    class _NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ConfigError(
+                    f"{what} uses a YAML alias (*{event.anchor}); effdl reads plain data only: write the value out"
+                )
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=_NoAliases)  # a SafeLoader: plain data only
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} is not valid YAML: {exc}") from exc

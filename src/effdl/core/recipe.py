@@ -22,7 +22,7 @@ from typing import Any
 
 from effdl.core.config import TYPE_KEY, Config
 from effdl.core.errors import ConfigError, UnknownNameError, UnsupportedError
-from effdl.core.io import atomic_write_text
+from effdl.core.io import atomic_write_text, load_yaml
 from effdl.core.transform import find_transform
 
 __all__ = ["RECIPE_DIRS", "RECIPE_FORMAT_VERSION", "Recipe", "shipped_recipes"]
@@ -123,13 +123,8 @@ class Recipe:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
         """Reads a recipe file (YAML or JSON), or a shipped recipe by name (e.g. ``default``)."""
-        import yaml
-
         path = _resolve(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML/JSON: {exc}") from exc
+        data = load_yaml(path.read_text(), what=str(path))  # JSON is YAML too; no aliases, bounded size
         return cls.from_dict(data)
 
     def fingerprint(self) -> str:

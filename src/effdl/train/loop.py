@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from effdl.core.errors import ConfigError
+from effdl.core.errors import ConfigError, NonFiniteError
 from effdl.core.seed import get_rng_state, seed_everything, set_rng_state
 from effdl.data.loaders import make_loader
 from effdl.measure.evaluation import evaluate, targets_in
@@ -220,6 +220,12 @@ class Trainer:
         loss = self.loss_fn(out, y)
         for cb in self.callbacks:
             loss = cb.on_loss(self, batch, out, loss)
+        if not bool(torch.isfinite(loss.detach()).all()):  # before the update: the model keeps its last finite state
+            raise NonFiniteError(
+                f"the training loss became {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch + 1}); "
+                f"training stopped before updating the model, so it and the last checkpoint hold the last finite "
+                f"state; lower the learning rate (lr={cfg.lr}), set grad_clip, or check the data for NaN/Inf"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for cb in self.callbacks:
@@ -234,7 +240,14 @@ class Trainer:
         return value, out.detach()
 
     def save_checkpoint(self) -> Path | None:
-        """Writes the resumable checkpoint (main process only); returns its path."""
+        """Writes the resumable checkpoint (main process only); returns its path. Refuses (keeping the previous
+        checkpoint) when a weight is NaN or infinite."""
+        bad = next((n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p.detach()).all())), None)
+        if bad is not None:
+            raise NonFiniteError(
+                f"parameter {bad!r} became NaN or infinite by step {self.step}; the last checkpoint was kept (not "
+                f"overwritten); lower the learning rate (lr={self.config.lr}) or set grad_clip"
+            )
         path = self.checkpoint_path
         if path is None or not self.is_main:
             self.dist.barrier()
