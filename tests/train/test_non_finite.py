@@ -71,3 +71,25 @@ def test_yaml_alias_bombs_are_refused_fast(tmp_path):
         Recipe.load(path)
     with pytest.raises(ConfigError, match="over the"):
         load_yaml("x" * (2 << 20))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--nproc", "0"],
+        ["train", "--nproc", "-2"],
+        ["train", "--snapshot-every", "0"],
+        ["nas", "eval", "--limit", "0"],
+        ["prune", "--checkpoint", "x.safetensors", "--sensitivity", "-1"],
+        ["unroll", "train", "--layers", "0"],
+    ],
+)
+def test_zero_or_negative_is_never_a_silent_off(argv, capsys):
+    from effdl.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be a positive integer" in err or "must be a finite number >= 0" in err
+    assert "Traceback" not in err

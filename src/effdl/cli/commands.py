@@ -20,6 +20,7 @@ from effdl.cli.common import (
     measure_config,
     parse_options,
     parse_shape,
+    positive_int,
 )
 from effdl.cli.compress import add_compress as _add_compress
 from effdl.cli.compress import add_sweep as _add_sweep
@@ -79,9 +80,9 @@ def _add_train(sub) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule (default cosine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
-    p.add_argument("--snapshot-every", type=int, default=None, metavar="N",
+    p.add_argument("--snapshot-every", type=positive_int, default=None, metavar="N",
                    help="save weights every N epochs to OUT/snapshots (effdl landscape --trajectory)")  # fmt: skip
-    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun, gloo); default 1")
+    p.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes (torchrun, gloo); default 1")
     p.add_argument("--profile-batch-size", type=int, default=1, help="batch size of the final latency measurement")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the final latency measurement")
     p.set_defaults(func=_train)

@@ -21,8 +21,10 @@ __all__ = [
     "data_options",
     "load_trained",
     "measure_config",
+    "non_negative_float",
     "parse_options",
     "parse_shape",
+    "positive_int",
 ]
 
 
@@ -40,6 +42,44 @@ def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
             raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}; e.g. {flag} channels=[16,16]")
         options[key.strip()] = load_yaml(value, what=f"{flag} {key.strip()}")
     return options
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (0 or a negative number is never a silent "off").
+
+    Example:
+        >>> positive_int("3")
+        3
+        >>> positive_int("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be a positive integer, got 0
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of tolerances and amounts that must be finite and at least 0.
+
+    Example:
+        >>> non_negative_float("-1")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be a finite number >= 0, got -1.0
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
+    if not (0.0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
+    return value
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

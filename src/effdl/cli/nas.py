@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from effdl.cli.common import add_log_flags, data_options
+from effdl.cli.common import add_log_flags, data_options, positive_int
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.core.table import format_table
@@ -70,7 +70,7 @@ def add_nas(sub) -> None:
     p.add_argument("--ground-truth", default=None, help="ground-truth JSON (default: effdl's mnist1d_cnn_v1)")
     p.add_argument("--proxies", default="all", help="comma-separated or all")
     p.add_argument("--bands", type=int, default=3, help="MAC bands (quantiles) for within-band correlations")
-    p.add_argument("--limit", type=int, default=None, help="only the first N architectures (quick look)")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N architectures (quick look)")
     p.add_argument("--out", default="runs/nas-eval", help="output folder (default runs/nas-eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(p)

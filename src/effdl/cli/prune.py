@@ -10,6 +10,7 @@ from effdl.cli.common import (
     add_measure_args,
     load_trained,
     measure_config,
+    non_negative_float,
     parse_options,
 )
 from effdl.compress import FinetuneConfig, Recipe, compress_model
@@ -61,7 +62,7 @@ def add_prune(sub) -> None:
     p.add_argument("--ignore", action="append", default=[], metavar="NAME", help="keep this layer whole (regex)")
     p.add_argument(
         "--sensitivity",
-        type=float,
+        type=non_negative_float,
         default=None,
         metavar="TOL",
         help="derive per-layer ratios by sensitivity analysis, losing at most TOL accuracy per layer (e.g. 0.01)",

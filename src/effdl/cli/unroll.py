@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effdl.cli.common import add_log_flags
+from effdl.cli.common import add_log_flags, positive_int
 from effdl.core.table import format_table
 from effdl.unroll.hyper import HyperTuneConfig
 from effdl.unroll.job import CLASSICAL, LEARNED, eval_report, parse_methods, train_report
@@ -17,7 +17,7 @@ __all__ = ["add_unroll"]
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layers", type=int, default=None,
+    p.add_argument("--layers", type=positive_int, default=None,
                    help="learned solvers' layers and ISTA/FISTA iterations (default 16, or the solvers')")  # fmt: skip
     p.add_argument("--lam", type=float, default=0.1, help="LASSO weight of the ISTA/FISTA baselines (default 0.1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
