@@ -93,3 +93,24 @@ def test_zero_or_negative_is_never_a_silent_off(argv, capsys):
     err = capsys.readouterr().err
     assert "must be a positive integer" in err or "must be a finite number >= 0" in err
     assert "Traceback" not in err
+
+
+def test_transforms_refuse_non_finite_weights_and_inputs():
+    from effdl.prune import L1FilterPruneConfig, prune_
+    from effdl.quant import QuantConfig, quantize_
+
+    model = nn.Sequential(nn.Conv1d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+    x = torch.randn(4, 1, 8)
+    with torch.no_grad():
+        model[0].weight[3, 0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteError, match=r"0\.weight holds NaN"):
+        prune_(model, L1FilterPruneConfig(ratio=0.5), example_inputs=x)
+    with pytest.raises(NonFiniteError, match=r"0\.weight holds NaN"):
+        quantize_(model, QuantConfig(), example_inputs=x)
+    after = model.state_dict()  # refused before anything changed
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before)
+    clean = nn.Sequential(nn.Linear(4, 2))
+    with pytest.raises(NonFiniteError, match="example input 0"):
+        quantize_(clean, QuantConfig(), example_inputs=torch.tensor([[1.0, float("inf"), 0.0, 0.0]]))

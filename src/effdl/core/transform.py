@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from effdl.core.config import Config
-from effdl.core.errors import ConfigError, UnsupportedError
+from effdl.core.errors import ConfigError, NonFiniteError, UnsupportedError
 from effdl.core.report import Report
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ __all__ = [
     "Transform",
     "TransformContext",
     "apply_",
+    "check_finite",
     "find_transform",
     "register_transform",
     "restored_on_failure",
@@ -184,6 +186,32 @@ def restored_on_failure(model: nn.Module, enabled: bool = True) -> Iterator[None
         raise
 
 
+def check_finite(model: nn.Module, example_inputs: Any = None) -> None:
+    """Raises :class:`NonFiniteError` naming the first parameter or buffer of ``model`` (or the example input) that
+    holds a NaN or an infinity: a transform on such a model gives silently broken results (a NaN filter ranks as
+    the most important, one infinite weight turns every quantized output into NaN).
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     m.weight[0, 0] = float("nan")
+        >>> check_finite(m)
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.NonFiniteError: weight holds NaN or infinite values; effdl does not transform such a ...
+    """
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+            raise NonFiniteError(
+                f"{name} holds NaN or infinite values; effdl does not transform such a model (find where they came "
+                "from: a diverged training run, a corrupt checkpoint)"
+            )
+    inputs = example_inputs if isinstance(example_inputs, tuple | list) else (example_inputs,)
+    for i, x in enumerate(inputs):
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise NonFiniteError(f"example input {i} holds NaN or infinite values; pass a finite batch")
+
+
 def run_transform(model: nn.Module, config: Config, context: TransformContext, *, restore: bool = True) -> Applied:
     """Runs the handler of ``config`` on ``model``. On any exception an in-place transform's model is restored to
     its state before the call (see :func:`restored_on_failure`; ``restore=False`` leaves that to the caller) and
@@ -193,6 +221,7 @@ def run_transform(model: nn.Module, config: Config, context: TransformContext, *
         :class:`Applied` with the resulting model (``model`` itself for in-place transforms) and the report.
     """
     entry = find_transform(config)
+    check_finite(model, context.example_inputs)
     with restored_on_failure(model, enabled=restore and entry.in_place):
         result = entry.fn(model, config, context)
         report = result.report if isinstance(result, Applied) else result
