@@ -19,6 +19,14 @@ RUNTIMES = ("auto", "torch-ao", "onnxruntime", "onnxruntime-dynamic")
 PTQ_TECHNIQUES = ("bn_reestimate", "equalize", "smoothquant", "adaround", "bias_correction")
 
 
+class _PTQ:
+    """What the two configs that carry the PTQ techniques (:data:`PTQ_TECHNIQUES` fields) share."""
+
+    def techniques(self) -> list[str]:
+        """The PTQ techniques switched on, in the order they run."""
+        return [t for t in PTQ_TECHNIQUES if getattr(self, t) not in (None, False, 0)]
+
+
 def _check_ptq(config) -> None:
     """Validation shared by the two configs that carry the PTQ techniques."""
     if config.smoothquant is not None:
@@ -32,7 +40,7 @@ def _check_ptq(config) -> None:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class QuantConfig(Config):
+class QuantConfig(_PTQ, Config):
     """Simulated (fake-quant) quantization of Conv and Linear layers at any bit width.
 
     Calibrate it and it is post-training quantization; train it and it is quantization-aware training (QAT).
@@ -123,10 +131,6 @@ class QuantConfig(Config):
         """Activation observer of module ``name`` (the last matching ``per_layer_observer`` entry wins)."""
         return last_match(name, self.per_layer_observer, self.observer)
 
-    def techniques(self) -> list[str]:
-        """The PTQ techniques switched on, in the order they run."""
-        return [t for t in PTQ_TECHNIQUES if getattr(self, t) not in (None, False, 0)]
-
 
 def _techniques(config) -> str:
     on = config.techniques()
@@ -134,7 +138,7 @@ def _techniques(config) -> str:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Int8Config(Config):
+class Int8Config(_PTQ, Config):
     """Post-training int8 quantization executed by real int8 kernels on the CPU.
 
     Args:
@@ -183,10 +187,6 @@ class Int8Config(Config):
 
     def describe(self) -> str:
         return f"int8 ({self.runtime})" + _techniques(self)
-
-    def techniques(self) -> list[str]:
-        """The PTQ techniques switched on, in the order they run."""
-        return [t for t in PTQ_TECHNIQUES if getattr(self, t) not in (None, False, 0)]
 
     def quant_config(self) -> QuantConfig:
         """The W8A8 fake-quant configuration this int8 model simulates (and the onnxruntime runtime runs)."""

@@ -27,7 +27,7 @@ from torch import nn
 from effdl.core.errors import UnsupportedError
 from effdl.core.modules import eval_mode
 from effdl.measure.activations import calibration_batches
-from effdl.measure.capture import batchnorm_pairs, capture, consumers
+from effdl.measure.capture import batchnorm_pairs, capture, consumers, flatten_tensors
 from effdl.quant.modules import FakeQuantizer, QuantLayer, QuantMultiheadAttention
 
 __all__ = [
@@ -253,8 +253,6 @@ def equalize_(
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
-    from effdl.measure.capture import flatten_tensors
-
     return flatten_tensors(out)[0].detach()
 
 
