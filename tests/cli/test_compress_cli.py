@@ -107,7 +107,7 @@ def test_bad_recipe_and_other_recipe_in_the_same_folder(trained, tmp_path, capsy
     two = Recipe([L1FilterPruneConfig(ratio=0.25)]).save(tmp_path / "two.yaml")
     assert main(_cli(one, "--checkpoint", trained, "--out", tmp_path / "b")) == 0
     assert main(_cli(two, "--checkpoint", trained, "--out", tmp_path / "b")) == 2
-    assert "another recipe" in capsys.readouterr().err
+    assert "recipe.0.ratio=0.5 there" in capsys.readouterr().err
     assert main(_cli(two, "--checkpoint", trained, "--out", tmp_path / "b", "--restart")) == 0
 
 

@@ -71,7 +71,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     _effdl(*FLAGS, "--out", str(tmp_path))
     proc = _effdl(*FLAGS, "--out", str(tmp_path), "--resume", "--lr", "0.5", check=False)
     assert proc.returncode == 2
-    assert "was written with other settings (lr=0.001 there, lr=0.5 here)" in proc.stderr
+    assert "config.lr=0.001 there, config.lr=0.5 here" in proc.stderr
 
 
 @pytest.mark.slow  # subprocesses (torchrun, kill-and-resume): run with -m slow

@@ -21,9 +21,11 @@ from effdl.analysis.config import LandscapeConfig
 from effdl.analysis.directions import Direction, random_directions, trajectory_directions
 from effdl.analysis.sharpness import curve_curvature
 from effdl.analysis.surface import Surface, interpolate_models, loss_surface
-from effdl.core.checkpoint import load_checkpoint, save_checkpoint
+from effdl.core.checkpoint import load_checkpoint, save_checkpoint, tensors_digest
 from effdl.core.errors import CheckpointError, ConfigError
 from effdl.core.report import Report
+from effdl.core.rundir import claim_run_dir, run_identity
+from effdl.data.base import dataset_fingerprint
 
 __all__ = ["landscape_report", "load_directions"]
 
@@ -123,8 +125,20 @@ def landscape_report(
     config = config or LandscapeConfig()
     if other is not None and snapshots is not None:
         raise ConfigError("pass either other= (interpolation) or snapshots= (trajectory PCA), not both")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(
+        config={k: v for k, v in config.to_dict().items() if k not in ("workers", "progress")},
+        model=tensors_digest(model.state_dict()),
+        other=tensors_digest(other.state_dict()) if other is not None else None,
+        snapshots=tensors_digest({f"{i}.{k}": v for i, s in enumerate(snapshots) for k, v in s.items()})
+        if snapshots is not None else None,
+        data=dataset_fingerprint(data),
+    )  # fmt: skip
+    with claim_run_dir(out_dir, command="landscape", identity=identity, resume=resume):
+        return _landscape(model, data, config, Path(out_dir), other, snapshots, resume, plot, loss_fn, model_name,
+                          dataset)  # fmt: skip
+
+
+def _landscape(model, data, config, out, other, snapshots, resume, plot, loss_fn, model_name, dataset):
     started = time.perf_counter()
     artifacts: dict[str, str] = {}
     details: dict[str, Any] = {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from effdl.core.checkpoint import read_metadata
+from effdl.core.checkpoint import read_metadata, tensors_digest
 from effdl.core.errors import ConfigError
 from effdl.core.io import load_yaml
+from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.data import get_dataset
 from effdl.measure.summary import MeasureConfig
 from effdl.models import load_model, model_spec
@@ -18,6 +20,7 @@ __all__ = [
     "add_log_flags",
     "add_measure_args",
     "checkpoint_dataset",
+    "claim_out",
     "data_options",
     "load_trained",
     "measure_config",
@@ -166,3 +169,21 @@ def checkpoint_dataset(path: str) -> str:
     if not name:
         raise ConfigError(f"{path} does not record its dataset; pass --data NAME (see `effdl datasets`)")
     return name
+
+
+#: flags that do not change what a run computes (a resumed run may differ in them)
+_NOT_IDENTITY = {"func", "argv", "command", "resume", "restart", "out", "no_progress", "verbose", "quiet", "threads",
+                 "repeats", "trust_pickle", "data_root"}  # fmt: skip
+
+
+def claim_out(args: argparse.Namespace, out: str | os.PathLike, model: Any = None, data: Any = None):
+    """Claims ``out`` for this command (:func:`~effdl.core.rundir.claim_run_dir`; ``--resume`` continues,
+    ``--restart`` replaces): the identity is the command's flags, the input model's weights and the data."""
+    options = {k: v for k, v in vars(args).items() if k not in _NOT_IDENTITY and not callable(v)}
+    identity = run_identity(
+        options=options,
+        model=tensors_digest(model.state_dict()) if model is not None else None,
+        data=data.fingerprint() if data is not None else None,
+    )
+    return claim_run_dir(out, command=args.command, identity=identity, resume=bool(getattr(args, "resume", False)),
+                         restart=bool(getattr(args, "restart", False)))  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from effdl.cli.common import add_log_flags, data_options, positive_int
+from effdl.cli.common import add_log_flags, claim_out, data_options, positive_int
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.core.table import format_table
@@ -114,20 +114,19 @@ def _eval(args: argparse.Namespace) -> int:
         gt.records = gt.records[: args.limit]
     space = get_space(gt.space)
     batches = _batches(space.dataset, args)
-    ev = evaluate_proxies(
-        gt, batches, proxies=_proxies(args.proxies), num_bands=args.bands, seed=args.seed, progress=not args.no_progress
-    )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plot = ev.plot(out / "scatter.png")
-    report = Report(
-        command="nas eval",
-        dataset=space.dataset,
-        config={"ground_truth": gt.name, "batch_size": args.batch_size, "batches": args.batches, "seed": args.seed},
-        details=ev.to_dict(),
-        artifacts={"scatter": plot.name},
-    )
-    report.write(out)
+    with claim_out(args, out):  # claimed before the work: a busy or foreign folder is refused at once
+        ev = evaluate_proxies(gt, batches, proxies=_proxies(args.proxies), num_bands=args.bands, seed=args.seed,
+                              progress=not args.no_progress)  # fmt: skip
+        plot = ev.plot(out / "scatter.png")
+        report = Report(
+            command="nas eval",
+            dataset=space.dataset,
+            config={"ground_truth": gt.name, "batch_size": args.batch_size, "batches": args.batches, "seed": args.seed},
+            details=ev.to_dict(),
+            artifacts={"scatter": plot.name},
+        )
+        report.write(out)
     print(f"{len(gt.records)} architectures of {gt.space} ({gt.name}):")
     print(ev.to_table())
     print(f"\nscatter plots: {plot}\nreport: {out / 'report.json'}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from effdl.cli.common import (
     add_checkpoint_args,
     add_measure_args,
+    claim_out,
     load_trained,
     measure_config,
     non_negative_float,
@@ -115,10 +116,14 @@ def _prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     model, data, name = load_trained(args)
     out = Path(args.out or f"runs/prune-{name}")
+    with claim_out(args, out, model, data):
+        return _prune_into(args, config, model, data, out)
+
+
+def _prune_into(args: argparse.Namespace, config, model, data, out: Path) -> int:
     sens = None
     if args.sensitivity is not None:
         config, sens = sensitivity_config(model, data, config, args.sensitivity, progress=not args.no_progress)
-        out.mkdir(parents=True, exist_ok=True)
         sens.plot(out / "sensitivity.png")
         print("sensitivity (accuracy drop without retraining, validation split):")
         print(sens.to_table() + "\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 from effdl.cli.common import (
     add_checkpoint_args,
     add_measure_args,
+    claim_out,
     load_trained,
     measure_config,
     parse_options,
@@ -96,6 +97,11 @@ def add_quantize(sub) -> None:
 def _quantize(args: argparse.Namespace) -> int:
     model, data, name = load_trained(args)
     out = Path(args.out or f"runs/quantize-{name}")
+    with claim_out(args, out, model, data):
+        return _quantize_into(args, model, data, name, out)
+
+
+def _quantize_into(args: argparse.Namespace, model, data, name: str, out: Path) -> int:
     mixed = None
     if args.method in WEIGHT_ONLY:
         steps = [_weight_only(args)]
@@ -126,7 +132,6 @@ def _quantize(args: argparse.Namespace) -> int:
         if args.mixed_precision is not None:
             config, mixed = mixed_precision_config(model, data, config, args.mixed_precision,
                                                    example_inputs=data.example_inputs(8))  # fmt: skip
-            out.mkdir(parents=True, exist_ok=True)
             mixed.plot(out / "mixed_precision.png")
             print("mixed precision (accuracy drop with one layer quantized, no retraining):")
             print(mixed.to_table() + "\n")

@@ -18,8 +18,10 @@ from torch import nn
 from effdl.compress.pipeline import compress_model, legacy_measure
 from effdl.compress.recipe import Recipe
 from effdl.compress.report import pareto_front, plot_pareto
+from effdl.core.checkpoint import tensors_digest
 from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_json, atomic_write_text
+from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.core.table import format_table, human_bytes
 from effdl.data.base import DatasetSplits
 from effdl.measure.summary import MeasureConfig
@@ -103,6 +105,13 @@ def sweep(
     if not grid or any(not isinstance(v, list | tuple) or not v for v in grid.values()):
         raise ConfigError("a sweep grid maps recipe fields to non-empty lists, e.g. {'steps.0.ratio': [0.5]}")
     out = Path(out_dir)
+    identity = run_identity(recipe=recipe.to_dict()["steps"], grid=grid, model=tensors_digest(model.state_dict()),
+                            data=data.fingerprint(), batch_size=measure.batch_size)  # fmt: skip
+    with claim_run_dir(out, command="sweep", identity=identity, resume=True):
+        return _sweep(model, data, recipe, grid, out, measure, progress)
+
+
+def _sweep(model, data, recipe, grid, out: Path, measure: MeasureConfig, progress: bool) -> list[SweepPoint]:
     base = recipe.to_dict()
     points = []
     combos = list(itertools.product(*grid.values()))

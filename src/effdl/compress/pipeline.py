@@ -24,9 +24,10 @@ from effdl.compress.report import write_reports
 from effdl.core.config import Config
 from effdl.core.deprecation import warn_once
 from effdl.core.errors import CheckpointError, ConfigError
-from effdl.core.io import atomic_write_json
+from effdl.core.io import atomic_write_json, note_written
 from effdl.core.recipe import Recipe
 from effdl.core.report import ModelSummary, Report
+from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.core.transform import TransformContext, run_transform
 from effdl.data.base import DatasetSplits
 from effdl.data.loaders import make_loader
@@ -122,19 +123,19 @@ def compress_model(
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(list(recipe))
     measure = legacy_measure(measure, legacy, "compress_model")
     out = Path(out_dir)
-    if restart and out.exists():
-        for name in ("steps", _PROGRESS, "final"):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    spec = model_spec(model) or {}
+    identity = {"spec": _jsonable(spec), "weights": _weights_hash(model)}
+    run = run_identity(recipe=recipe.to_dict()["steps"], model=identity, data=data.fingerprint(),
+                       batch_size=measure.batch_size)  # fmt: skip
+    with claim_run_dir(out, command=command, identity=run, resume=not restart, restart=restart):
+        return _compress(model, data, recipe, out, identity, measure, deploy_final, progress, command, details)
+
+
+def _compress(model, data, recipe, out, identity, measure, deploy_final, progress, command, details) -> CompressOutcome:
+    state = _load_progress(out, recipe, identity)
     recipe.save(out / "recipe.yaml")
     teacher = copy.deepcopy(model).eval()
     spec = model_spec(model) or {}
-    identity = {"spec": _jsonable(spec), "weights": _weights_hash(model)}
-    state = _load_progress(out, recipe, identity)
     stages = [Stage.from_dict(s) for s in state["stages"]]
     current: nn.Module
     if not stages:
@@ -221,6 +222,7 @@ def _copy_final(stage: Stage, folder: Path) -> None:
     src = Path(stage.path)
     for f in src.parent.glob(src.name + "*"):
         shutil.copy2(f, folder / f.name)
+        note_written(folder / f.name)
 
 
 def _weight_sparsity(model: nn.Module) -> float:
@@ -265,8 +267,16 @@ def _load_progress(out: Path, recipe: Recipe, identity: dict[str, Any]) -> dict[
     path = out / _PROGRESS
     if not path.exists():
         return {"stages": []}
-    state = json.loads(path.read_text())
-    if state.get("recipe") != recipe.fingerprint() or state.get("model") != identity:
+    try:
+        state = json.loads(path.read_text())
+        for record in state["stages"]:
+            Stage.from_dict(record)  # validates every record
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path} is corrupt ({type(exc).__name__}: {exc}); the run cannot continue from it: start over with "
+            "restart=True (CLI: --restart), or use another output folder"
+        ) from exc
+    if not isinstance(state, dict) or state.get("recipe") != recipe.fingerprint() or state.get("model") != identity:
         raise ConfigError(
             f"{out} holds a run of another recipe or model; continue it with the same recipe and checkpoint, use "
             "another output folder, or start over with restart=True (CLI: --restart)"

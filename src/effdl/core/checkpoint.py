@@ -8,6 +8,7 @@ refused unless the caller passes ``trust_pickle=True``, and even then only tenso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -19,11 +20,19 @@ import torch
 from effdl.core.errors import CheckpointError, UnsafeCheckpointError
 from effdl.core.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "read_metadata", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "load_checkpoint",
+    "read_metadata",
+    "save_checkpoint",
+    "tensors_digest",
+]
 
 CHECKPOINT_FORMAT = "effdl.checkpoint"
 CHECKPOINT_VERSION = 1
 _META_KEY = "effdl"
+_DIGEST_KEY = "sha256"
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -46,12 +55,13 @@ def save_checkpoint(
     from safetensors.torch import save
 
     path = Path(path)
-    full_meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **(meta or {})}
+    plain = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
+    full_meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **(meta or {}),
+                 _DIGEST_KEY: tensors_digest(plain)}  # fmt: skip
     try:
         header_meta = {_META_KEY: json.dumps(full_meta)}
     except TypeError as exc:
         raise CheckpointError(f"checkpoint metadata must be JSON-serializable: {exc}") from exc
-    plain = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, save(plain, metadata=header_meta))
     atomic_write_json(path.with_name(path.name + ".json"), full_meta)
     return path
@@ -105,7 +115,30 @@ def load_checkpoint(
         tensors = load(path.read_bytes())
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is corrupt or truncated ({exc}); restore it from a copy or rewrite it") from exc
+    expected = meta.get(_DIGEST_KEY)
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise CheckpointError(
+            f"{path} is corrupt: its tensors do not match the checksum written with them (the file changed after "
+            "it was saved: a bad copy, disk or edit); restore it from a copy or rewrite it"
+        )
     return tensors, meta
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in name order): the checksum effdl writes
+    into every checkpoint's metadata and checks when loading it.
+
+    Example:
+        >>> a = tensors_digest({"w": torch.zeros(2)})
+        >>> a == tensors_digest({"w": torch.zeros(2)}), a == tensors_digest({"w": torch.tensor([0.0, 1e-30])})
+        (True, False)
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def _existing(path: str | os.PathLike) -> Path:

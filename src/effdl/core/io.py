@@ -6,10 +6,52 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "json_safe", "load_yaml"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "json_safe",
+    "load_yaml",
+    "note_written",
+    "publish",
+    "track_writes",
+]
+
+#: claimed output folders (resolved) -> the function that records a file written under them
+_TRACKED: dict[Path, Callable[[Path], None]] = {}
+
+
+def track_writes(root: str | os.PathLike, recorder: Callable[[Path], None] | None) -> None:
+    """Registers (or, with ``None``, unregisters) ``recorder`` to be called with every file effdl writes under
+    ``root``: how an output folder knows which files are its own (:mod:`effdl.core.rundir`)."""
+    key = Path(root).resolve()
+    if recorder is None:
+        _TRACKED.pop(key, None)
+    else:
+        _TRACKED[key] = recorder
+
+
+def note_written(path: str | os.PathLike) -> None:
+    """Tells the output folders that contain ``path`` that effdl wrote it (writers outside this module call it)."""
+    if not _TRACKED:
+        return
+    full = Path(path).resolve()
+    for root, recorder in list(_TRACKED.items()):
+        if full.is_relative_to(root):
+            recorder(full)
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Moves a finished temporary file onto ``path`` atomically, with the permissions the user's umask gives new
+    files (temporary files are created private), and records the write (:func:`note_written`)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+    note_written(path)
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -30,8 +72,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

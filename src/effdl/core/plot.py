@@ -4,12 +4,14 @@ matplotlib is imported only when a figure is made, so ``import effdl`` stays lig
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from effdl.core.errors import EffdlError
+from effdl.core.io import publish
 
 __all__ = ["saved_figure"]
 
@@ -40,8 +42,12 @@ def saved_figure(path: str | os.PathLike, *, size: tuple[float, float] = (7, 4.5
     try:
         yield fig, axes
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+            publish(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     finally:
         plt.close(fig)

@@ -8,7 +8,7 @@ Example:
 """
 
 from effdl.data import cifar, digits, mnist, mnist1d, text  # noqa: F401  (registers the loaders)
-from effdl.data.base import DATASETS, DatasetSplits, cache_dir, get_dataset, list_datasets
+from effdl.data.base import DATASETS, DatasetSplits, cache_dir, dataset_fingerprint, get_dataset, list_datasets
 from effdl.data.cifar import load_cifar10
 from effdl.data.digits import load_digits
 from effdl.data.loaders import EpochSampler, calibration_subset, make_loader, split_validation
@@ -22,6 +22,7 @@ __all__ = [
     "EpochSampler",
     "cache_dir",
     "calibration_subset",
+    "dataset_fingerprint",
     "decode_bytes",
     "encode_bytes",
     "get_dataset",

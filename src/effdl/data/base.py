@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from effdl.core.config import check_options
 from effdl.core.registry import Registry
 
-__all__ = ["DATASETS", "DatasetSplits", "cache_dir", "get_dataset", "list_datasets"]
+__all__ = ["DATASETS", "DatasetSplits", "cache_dir", "dataset_fingerprint", "get_dataset", "list_datasets"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,70 @@ class DatasetSplits:
         """
         n = len(self.test)
         return torch.stack([torch.as_tensor(self.test[i % n][0]) for i in range(batch_size)])
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of the name, shapes and every example of both splits (a Dataset that holds no tensors
+        is sampled: its length and up to 256 examples): what a resumed run checks it trains on the same data.
+
+        Example:
+            >>> x = torch.zeros(2, 1, 3); y = torch.tensor([0, 1])
+            >>> a = DatasetSplits("toy", TensorDataset(x, y), TensorDataset(x, y), (1, 3), 2)
+            >>> b = DatasetSplits("toy", TensorDataset(x + 1, y), TensorDataset(x, y), (1, 3), 2)
+            >>> a.fingerprint() == b.fingerprint()
+            False
+        """
+        digest = hashlib.sha256(f"{self.name}|{list(self.input_shape)}|{self.num_classes}|{self.task}".encode())
+        for split in (self.train, self.test):
+            _digest_dataset(split, digest)
+        return digest.hexdigest()[:16]
+
+
+def dataset_fingerprint(*datasets: Any) -> str:
+    """A short SHA-256 of datasets (TensorDatasets in full, others sampled; a DatasetSplits by its own
+    :meth:`~DatasetSplits.fingerprint`, a dict by its values): what a resumed run checks it works on the same data.
+
+    Example:
+        >>> ds = TensorDataset(torch.zeros(3, 2), torch.tensor([0, 1, 0]))
+        >>> dataset_fingerprint(ds) == dataset_fingerprint(ds), dataset_fingerprint(ds) == dataset_fingerprint()
+        (True, False)
+    """
+    digest = hashlib.sha256(b"datasets")
+    for ds in datasets:
+        if isinstance(ds, DatasetSplits):
+            digest.update(ds.fingerprint().encode())
+        elif isinstance(ds, dict):
+            for key in sorted(ds):
+                digest.update(str(key).encode() + dataset_fingerprint(ds[key]).encode())
+        elif isinstance(ds, list | tuple) and not isinstance(ds, Dataset):
+            digest.update(dataset_fingerprint(*ds).encode())
+        elif isinstance(ds, torch.Tensor):
+            _digest_tensor(ds, digest)
+        else:
+            _digest_dataset(ds, digest)
+    return digest.hexdigest()[:16]
+
+
+def _digest_dataset(ds: Dataset, digest) -> None:
+    if isinstance(ds, TensorDataset):
+        for t in ds.tensors:
+            _digest_tensor(torch.as_tensor(t), digest)
+        return
+    if isinstance(ds, Subset):
+        digest.update(repr(list(ds.indices)).encode())
+        _digest_dataset(ds.dataset, digest)
+        return
+    n = len(ds)  # type: ignore[arg-type]
+    digest.update(f"len {n}".encode())
+    for i in sorted({int(j) for j in torch.linspace(0, max(n - 1, 0), min(n, 256)).tolist()}):
+        for item in ds[i]:
+            _digest_tensor(torch.as_tensor(item), digest)
+
+
+def _digest_tensor(t: torch.Tensor, digest) -> None:
+    t = t.detach().cpu().contiguous()
+    digest.update(f"{t.dtype}{list(t.shape)}".encode())
+    if t.numel():
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def cache_dir() -> Path:

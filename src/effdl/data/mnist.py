@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from effdl.core.errors import DatasetNotFoundError
 from effdl.data.base import DATASETS, DatasetSplits, to_tensors
 
-__all__ = ["load_fashion_mnist", "load_mnist", "read_idx"]
+__all__ = ["MAX_IDX_BYTES", "load_fashion_mnist", "load_mnist", "read_idx"]
 
 _FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -20,6 +21,9 @@ _FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
+#: the largest IDX body effdl reads (MNIST's training images are 47 MB)
+MAX_IDX_BYTES = 1 << 31
+
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
 
 
@@ -35,19 +39,37 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4:
-        raise DatasetNotFoundError(f"{path} is empty or truncated; it is not an IDX file")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in _DTYPES:
-        raise DatasetNotFoundError(f"{path} is not an IDX file (bad magic number); re-extract the original archive")
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    dtype = np.dtype(_DTYPES[code])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    body = data[4 + 4 * ndim :]
+    try:
+        with opener(path, "rb") as fh:  # the header first: the body is read only up to the size it declares
+            head = fh.read(4)
+            if len(head) < 4:
+                raise DatasetNotFoundError(f"{path} is empty or truncated; it is not an IDX file")
+            zero, code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or code not in _DTYPES or not 1 <= ndim <= 4:
+                raise DatasetNotFoundError(
+                    f"{path} is not an IDX file (bad magic number); re-extract the original archive"
+                )
+            raw_dims = fh.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DatasetNotFoundError(f"{path} is truncated inside its header; re-extract the original archive")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            dtype = np.dtype(_DTYPES[code])
+            expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise DatasetNotFoundError(
+                    f"{path} declares {expected} data bytes (shape {list(dims)}), over the {MAX_IDX_BYTES} effdl "
+                    "reads from one IDX file; it is not an MNIST-style file"
+                )
+            body = fh.read(expected + 1)  # never inflates more than the declared size (a gzip bomb stops here)
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DatasetNotFoundError(f"{path} cannot be read ({exc}); re-extract the original archive") from exc
     if len(body) != expected:
-        raise DatasetNotFoundError(f"{path} is truncated: expected {expected} data bytes, found {len(body)}")
+        raise DatasetNotFoundError(
+            f"{path} does not match its header: expected {expected} data bytes, found "
+            f"{'more' if len(body) > expected else len(body)}; re-extract the original archive"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(dims).copy()  # writable, native byte order for torch
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from effdl.core.errors import EffdlError, UnsupportedError
+from effdl.core.io import publish
 from effdl.core.modules import eval_mode
 from effdl.measure.capture import flatten_tensors
 
@@ -100,7 +101,7 @@ def export_onnx(
                         f"{float(np.abs(got - ref).max()) if got.shape == ref.shape else 'shape ' + str(got.shape)}); "
                         "the export is not faithful for this model"
                     )
-            os.replace(tmp, path)
+            publish(tmp, path)
         except UnsupportedError:
             raise
         except Exception as exc:

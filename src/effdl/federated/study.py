@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from effdl.core.io import atomic_write_json
+from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.core.table import format_table, human_bytes
+from effdl.data.base import dataset_fingerprint
 from effdl.federated.config import FederatedConfig
 from effdl.federated.server import FederatedResult, plot_accuracy, run_federated
 
@@ -43,6 +45,15 @@ def compare_methods(
         >>> sorted(runs)
         ['8-bit', 'float']
     """
+    if out_dir is None:
+        return _compare(make_model, data, configs, None, resume)
+    identity = run_identity(configs={k: c.to_dict() for k, c in configs.items()},
+                            data=dataset_fingerprint(data.train, data.test))  # fmt: skip
+    with claim_run_dir(out_dir, command="federated", identity=identity, resume=resume):
+        return _compare(make_model, data, configs, out_dir, resume)
+
+
+def _compare(make_model, data, configs, out_dir, resume) -> dict[str, FederatedResult]:
     results: dict[str, FederatedResult] = {}
     for label, config in configs.items():
         log.info("federated run %s: %s", label, config.describe())

@@ -4,12 +4,14 @@ metric loggers."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effdl.core.callback import Callback
 from effdl.core.errors import ConfigError
+from effdl.core.io import atomic_write_text
 
 if TYPE_CHECKING:
     from effdl.train.loop import Trainer
@@ -38,14 +40,15 @@ class CSVLogger(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if not trainer.is_main:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fields = list(metrics)
-        new_file = self.rows == 0 or not self.path.exists()
-        with self.path.open("w" if new_file else "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            if new_file:
-                writer.writeheader()
-            writer.writerow(metrics)
+        new_file = self.rows == 0 or not self.path.is_file()
+        text = "" if new_file else self.path.read_text()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        if new_file:
+            writer.writeheader()
+        writer.writerow(metrics)
+        atomic_write_text(self.path, text + buf.getvalue())  # whole file, atomically (never through a symlink)
         self.rows += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -55,7 +58,7 @@ class CSVLogger(Callback):
         self.rows = int(state.get("rows", 0))
         if self.path.exists():
             lines = self.path.read_text().splitlines(keepends=True)
-            self.path.write_text("".join(lines[: self.rows + 1]) if self.rows else "")
+            atomic_write_text(self.path, "".join(lines[: self.rows + 1]) if self.rows else "")
 
 
 class Snapshots(Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -10,7 +11,9 @@ from typing import Any
 
 from torch import nn
 
+from effdl.core.io import note_written
 from effdl.core.report import Report
+from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.core.seed import seed_everything
 from effdl.data.base import DatasetSplits, get_dataset
 from effdl.measure.summary import MeasureConfig, summarize
@@ -94,6 +97,21 @@ def train_model(
         if isinstance(model, str)
         else model
     )
+    claim = contextlib.nullcontext()
+    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 owns the folder
+        identity = run_identity(
+            model=model_spec(net) or name,
+            model_options=model_options or {},
+            config={k: v for k, v in config.to_dict().items() if k != "progress"},
+            data=splits.fingerprint(),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        )
+        claim = claim_run_dir(out_dir, command="train", identity=identity, resume=resume)
+    with claim:
+        return _train(net, name, splits, config, out_dir, resume, callbacks, profile_batch_size, threads, tensorboard)
+
+
+def _train(net, name, splits, config, out_dir, resume, callbacks, profile_batch_size, threads, tensorboard):
     cbs = list(callbacks or [])
     if out_dir is not None:
         out = Path(out_dir)
@@ -105,6 +123,10 @@ def train_model(
                 cbs.append(TensorBoardLogger(out / "tensorboard"))
     trainer = Trainer(net, config, callbacks=cbs, out_dir=out_dir)
     result = trainer.fit(splits.train, splits.test, resume=resume)
+    if out_dir is not None and tensorboard:  # TensorBoard writes its own files: they belong to the run too
+        for file in Path(out_dir, "tensorboard").rglob("*"):
+            if file.is_file():
+                note_written(file)
     report = Report(
         command="train",
         model=name,

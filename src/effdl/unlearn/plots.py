@@ -3,12 +3,15 @@ trade-off of the paper's method against gradient ascent."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from effdl.core.io import atomic_write_bytes
 
 __all__ = ["plot_grids", "plot_tradeoff"]
 
@@ -39,9 +42,7 @@ def plot_grids(
                 ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
         axes[r][0].set_title(label, fontsize=7, loc="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_tradeoff(original: dict[str, Any], sweep: list[dict[str, Any]], path: Path) -> Path:
@@ -67,6 +68,15 @@ def plot_tradeoff(original: dict[str, Any], sweep: list[dict[str, Any]], path: P
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -17,6 +17,7 @@ import torch
 from effdl.core.config import Config, check_range
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
+from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.unlearn.method import UnlearnConfig, unlearn_
 from effdl.unlearn.metrics import reconstruct, score_set
 from effdl.unlearn.task import digit_splits, train_autoencoder, train_classifier
@@ -78,6 +79,13 @@ def _row(name: str, model, classifier, sets, *, seconds: float | None, steps: in
 def run_study(config: UnlearnStudyConfig, *, out_dir: str | os.PathLike | None = None) -> Report:
     """Runs the study for one seed and returns its report (rows per method, the trade-off sweeps, the cost
     against retraining); with ``out_dir`` also writes ``report.json``, ``grids.png`` and ``tradeoff.png``."""
+    if out_dir is None:
+        return _study(config, None)
+    with claim_run_dir(out_dir, command="unlearn", identity=run_identity(config=config.to_dict())):
+        return _study(config, out_dir)
+
+
+def _study(config: UnlearnStudyConfig, out_dir: str | os.PathLike | None) -> Report:
     seed = config.seed
     splits = digit_splits(seed)
     forget = config.forget

@@ -14,6 +14,7 @@ import torch
 
 from effdl.core.errors import CheckpointError, ConfigError
 from effdl.core.report import Report
+from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.unroll.checkpoint import build_solver, load_solver, save_solver
 from effdl.unroll.evaluate import Comparison, classical_reach, compare_solvers
 from effdl.unroll.hyper import HyperTuneConfig, tune_hyperlista
@@ -120,8 +121,15 @@ def train_report(
     spec = problem or SparseProblem()
     train = train or UnrollTrainConfig()
     tune = tune or HyperTuneConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(problem=spec.to_dict(), layers=layers,
+                            train={k: v for k, v in train.to_dict().items() if k != "progress"},
+                            tune={k: v for k, v in tune.to_dict().items() if k != "progress"}, lam=lam,
+                            test_samples=test_samples)  # fmt: skip
+    with claim_run_dir(out_dir, command="unroll", identity=identity, resume=resume):
+        return _train_report(methods, Path(out_dir), spec, layers, train, tune, lam, test_samples, resume)
+
+
+def _train_report(methods, out, spec, layers, train, tune, lam, test_samples, resume) -> tuple[Report, Comparison]:
     prob = Problem(spec)
     solvers: dict[str, UnrolledSolver] = {
         "ista": build_solver("ista", prob.A, layers, lam=lam),
