@@ -16,6 +16,8 @@ import multiprocessing
 import os
 import pickle
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from effdl.analysis.directions import Direction, check_direction, direction_norm
 from effdl.analysis.hessian import hessian_spectrum
 from effdl.core.errors import CheckpointError, ConfigError, ShapeError
 from effdl.core.io import atomic_write_bytes, atomic_write_json
+from effdl.core.process import die_with_parent
 from effdl.measure.evaluation import evaluate, stack_batches
 
 __all__ = ["Surface", "interpolate_models", "loss_surface", "restored_weights"]
@@ -239,6 +242,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(payload: bytes, threads: int) -> None:
+    die_with_parent()  # a killed run leaves no workers behind
     torch.set_num_threads(threads)
     model, placer, batches, loss_fn, convexity = pickle.loads(payload)  # our own bytes, from the parent process
     _WORKER.update(model=model, placer=placer, batches=batches, loss_fn=loss_fn, convexity=convexity)
@@ -284,7 +288,7 @@ class _Partial:
                 stored = str(f["fingerprint"])
                 arrays = {k: f[k.replace("/", "__")] for k in keys}
                 done = f["done"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise CheckpointError(f"{path} is unreadable ({exc}); delete it to start over") from exc
         if stored != fingerprint:
             raise ConfigError(

@@ -31,6 +31,7 @@ from effdl.cli.quantize import add_quantize as _add_quantize
 from effdl.cli.unlearn import add_unlearn as _add_unlearn
 from effdl.cli.unroll import add_unroll as _add_unroll
 from effdl.core.errors import ConfigError
+from effdl.core.process import die_with_parent
 from effdl.core.report import Report
 from effdl.core.table import format_table, human_count
 from effdl.data import get_dataset, list_datasets
@@ -92,6 +93,8 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", f"{args.model}-{args.data}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args.argv, args.nproc, out)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank started by torchrun: stop when the agent stops
+        die_with_parent()
     overrides = {
         k: getattr(args, k)
         for k in (
@@ -154,7 +157,7 @@ def _launch_torchrun(argv: list[str], nproc: int, out: str) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "effdl", *cleaned]  # fmt: skip
     print("launching: " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, preexec_fn=die_with_parent)  # torchrun (and so its ranks) ends with this process
 
 
 # ---------------------------------------------------------------- eval

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -77,7 +79,7 @@ def _read_cache(path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         log.warning("ignoring unreadable MNIST-1D cache %s (%s); regenerating", path, exc)
         return None
 

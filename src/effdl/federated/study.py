@@ -47,8 +47,8 @@ def compare_methods(
     """
     if out_dir is None:
         return _compare(make_model, data, configs, None, resume)
-    identity = run_identity(configs={k: c.to_dict() for k, c in configs.items()},
-                            data=dataset_fingerprint(data.train, data.test))  # fmt: skip
+    # each run's own folder checks its config on resume (rounds may grow, methods may be a subset)
+    identity = run_identity(data=dataset_fingerprint(data.train, data.test))
     with claim_run_dir(out_dir, command="federated", identity=identity, resume=resume):
         return _compare(make_model, data, configs, out_dir, resume)
 

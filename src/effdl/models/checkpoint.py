@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from effdl.core.checkpoint import load_checkpoint, save_checkpoint
@@ -13,7 +15,16 @@ from effdl.core.errors import CheckpointError
 from effdl.models.base import create_model, model_spec
 from effdl.models.structure import describe_structure, restore_structure_
 
-__all__ = ["checkpoint_structure", "load_model", "model_from_spec", "save_model", "structure_records"]
+__all__ = [
+    "check_spec",
+    "checkpoint_structure",
+    "load_model",
+    "model_from_spec",
+    "save_model",
+    "structure_records",
+]
+
+log = logging.getLogger(__name__)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
@@ -67,6 +78,8 @@ def load_model(
     """
     tensors, meta = load_checkpoint(path, trust_pickle=trust_pickle)
     spec = meta.get("model")
+    if spec is not None and not isinstance(model, nn.Module):
+        check_spec(spec, tensors, path)
     if isinstance(model, nn.Module):
         target = model
     elif isinstance(model, str):
@@ -119,6 +132,61 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
         'MLP'
     """
     return create_model(spec["name"], **_build_args(spec))
+
+
+#: bounds on what a checkpoint's model spec may ask for before anything is built: integers (widths, depths) and
+#: list lengths; and the elements of the model it describes, against those of the tensors stored with it
+MAX_SPEC_INT, MAX_SPEC_LIST, MAX_GROWTH = 1 << 20, 1024, 64
+
+
+def check_spec(spec: Any, tensors: dict[str, torch.Tensor], path: Any = "checkpoint") -> None:
+    """Refuses a model spec that is malformed or asks for far more than its file holds, before the model is built
+    (a small untrusted file must not make effdl allocate gigabytes): every integer at most ``MAX_SPEC_INT``, every
+    list at most ``MAX_SPEC_LIST`` long, and the model (built on the meta device: no memory) at most
+    ``MAX_GROWTH`` times the elements stored in the file (pruned or factorized files are smaller than the spec's
+    model) plus ten million.
+
+    Example:
+        >>> check_spec({"name": "mlp", "input_shape": [1, 40], "num_classes": 10, "kwargs": {"hidden": [10**7]}}, {})
+        Traceback (most recent call last):
+        ...
+        effdl.core.errors.CheckpointError: checkpoint has a model spec with an integer 10000000 (over 1048576)...
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"{path} has a malformed model spec (no model name); it is corrupt or not from effdl")
+    if not isinstance(spec.get("kwargs", {}), dict) or not isinstance(spec.get("input_shape", []), list | tuple):
+        raise CheckpointError(f"{path} has a malformed model spec (kwargs/input_shape of the wrong type)")
+    for value in _leaves(spec):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SPEC_INT:
+            raise CheckpointError(
+                f"{path} has a model spec with an integer {value} (over {MAX_SPEC_INT}): refused before building; "
+                "the file is corrupt or not from a trusted source"
+            )
+        if isinstance(value, list) and len(value) > MAX_SPEC_LIST:
+            raise CheckpointError(f"{path} has a model spec with a list of {len(value)} items: refused")
+    stored = sum(t.numel() for t in tensors.values())
+    try:
+        with torch.device("meta"):
+            probe = model_from_spec(spec)
+    except Exception as exc:  # noqa: BLE001 - the real build below reports it with its own message
+        log.debug("meta-device build of %s failed (%s); the size check is skipped", spec.get("name"), exc)
+        return
+    wanted = sum(t.numel() for t in probe.state_dict().values())
+    if wanted > MAX_GROWTH * stored + 10_000_000:
+        raise CheckpointError(
+            f"{path} asks for a {spec['name']} of {wanted:,} elements but stores only {stored:,}: refused before "
+            "building it; the spec does not belong to these weights (corrupt or untrusted file)"
+        )
+
+
+def _leaves(obj: Any):
+    yield obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _leaves(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _leaves(v)
 
 
 def _load_state(model: nn.Module, tensors: dict, path) -> None:

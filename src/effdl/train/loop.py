@@ -87,6 +87,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self._default_loss = loss_fn is None
         self.dist = DistContext()
         self.epoch = 0
         self.step = 0
@@ -128,6 +129,7 @@ class Trainer:
         self.history = []
         self._running = _fresh_running()
         seed_everything(cfg.seed)
+        self._check_inputs(train_data)
         loader = make_loader(
             train_data,
             cfg.batch_size,
@@ -266,6 +268,23 @@ class Trainer:
         )
         self.dist.barrier()
         return path
+
+    def _check_inputs(self, train_data: Dataset) -> None:
+        """Clear errors, before any work, for what would otherwise fail deep inside torch."""
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ConfigError(
+                f"{type(self.model).__name__} has no trainable parameters (none with requires_grad=True); unfreeze "
+                "the layers to train (param.requires_grad_(True)) or skip training"
+            )
+        if len(train_data) == 0:  # type: ignore[arg-type]
+            raise ConfigError("the training set is empty; check the dataset and its options")
+        if self._default_loss:
+            target = torch.as_tensor(train_data[0][1])
+            if target.dim() == 0 and target.is_floating_point():
+                raise ConfigError(
+                    f"the labels are floating-point numbers (e.g. {float(target):g}); cross-entropy needs integer "
+                    "class indices: convert them (labels.long()), or pass a loss_fn for regression targets"
+                )
 
     def _resume(self) -> None:
         path = self.checkpoint_path

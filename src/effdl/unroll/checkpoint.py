@@ -68,6 +68,11 @@ def save_solver(
     return save_checkpoint(path, dict(solver.state_dict()), info)
 
 
+#: the deepest solver a checkpoint may ask for (unrolled solvers have tens of layers; a bound keeps a small file
+#: from asking for gigabytes)
+MAX_LAYERS = 4096
+
+
 def load_solver(path: str | os.PathLike) -> UnrolledSolver:
     """Rebuilds a solver saved by :func:`save_solver`; the problem spec is in ``solver.problem_spec``.
 
@@ -85,10 +90,16 @@ def load_solver(path: str | os.PathLike) -> UnrolledSolver:
     options = dict(meta.get("options", {}))
     if "W" in tensors and meta["method"] in ("alista", "hyperlista"):
         options["W"] = tensors["W"]
+    layers = meta.get("layers")
+    if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= MAX_LAYERS:
+        raise CheckpointError(
+            f"{path} records layers={layers!r}; a solver checkpoint holds 1 to {MAX_LAYERS} layers: the file is "
+            "corrupt or not from effdl"
+        )
     try:
-        solver = build_solver(meta["method"], tensors["A"], int(meta["layers"]), **options)
+        solver = build_solver(meta["method"], tensors["A"], layers, **options)
         solver.load_state_dict(tensors, strict=True)
-    except (RuntimeError, ConfigError, KeyError) as exc:
+    except (RuntimeError, ConfigError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} does not rebuild a {meta.get('method')} solver: {exc}") from exc
     solver.problem_spec = SparseProblem.from_dict(meta["problem"]) if "problem" in meta else None
     solver.checkpoint_meta = meta
