@@ -63,7 +63,7 @@ def test_recipe_saved_from_python_gives_the_same_model_in_the_cli(trained, refer
 
 
 @pytest.mark.slow  # a killed subprocess: run with -m slow
-def test_killed_compress_resumes_from_the_last_finished_step(trained, reference, tmp_path, caplog):
+def test_killed_compress_resumes_from_the_last_finished_step(trained, reference, tmp_path, caplog, monkeypatch):
     recipe = RECIPE.save(tmp_path / "recipe.yaml")
     out = tmp_path / "killed"
     killer = textwrap.dedent(f"""
@@ -89,8 +89,10 @@ def test_killed_compress_resumes_from_the_last_finished_step(trained, reference,
     assert (out / "steps" / "01-l1-filter-prune" / "model.safetensors").exists()
     assert not (out / "steps" / "02-finetune" / "model.safetensors").exists()
     pruned_time = (out / "steps" / "01-l1-filter-prune" / "model.safetensors").stat().st_mtime_ns
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # resumed from another working directory, with a relative --out
     with caplog.at_level(logging.INFO, logger="effdl"):
-        assert main(["-v", *_cli(recipe, "--checkpoint", trained, "--out", out)]) == 0
+        assert main(["-v", *_cli(recipe, "--checkpoint", trained, "--out", "../killed")]) == 0
     assert "continuing" in caplog.text and "resumed from" in caplog.text
     assert (out / "steps" / "01-l1-filter-prune" / "model.safetensors").stat().st_mtime_ns == pruned_time  # not redone
     assert _same(

@@ -178,6 +178,23 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing_partial(tmp_path, capsys,
     assert not (tmp_path / "model.safetensors").exists()
 
 
+def test_read_only_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """Simulated (root may write anywhere): the first write, the run marker, fails with EROFS before training."""
+    import effdl.core.io as io
+
+    def read_only(fd):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("training started although --out cannot be written")
+
+    monkeypatch.setattr(io.os, "fsync", read_only)
+    monkeypatch.setattr("effdl.train.run._train", no_work)
+    _refused(capsys, "train", "--model", "test_mlp", "--epochs", "1", "--no-progress", "--out", tmp_path,
+             message="the file system is read-only: choose a writable --out")  # fmt: skip
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_nan_in_the_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
     from effdl.data import get_dataset
 

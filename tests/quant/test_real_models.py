@@ -42,7 +42,10 @@ def test_default_fake_quant_covers_every_matmul_layer(name):
     assert sqnr(ref, out) >= FAKE_FLOOR.get(name, 30.0)
 
 
-@pytest.mark.parametrize("name", REAL_MODELS)
+# MobileViT's export and calibration take ~10 s: it runs with -m slow, the others in the default set
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "mobilevit" else n for n in REAL_MODELS]
+)
 def test_real_int8_runs_on_some_runtime(name):
     model, x = real_model(name, batch=8)
     with torch.no_grad():

@@ -32,9 +32,9 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _effdl(*args, check=True):
+def _effdl(*args, check=True, cwd=None):
     proc = subprocess.run(
-        [sys.executable, "-m", "effdl", *args], capture_output=True, text=True, env=_env(), timeout=300
+        [sys.executable, "-m", "effdl", *args], capture_output=True, text=True, env=_env(), timeout=300, cwd=cwd
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"effdl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -59,7 +59,9 @@ def test_killed_run_resumed_by_cli_matches_uninterrupted_run(tmp_path):
     proc = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 9, proc.stderr
     assert not (tmp_path / "killed" / "model.safetensors").exists()
-    _effdl(*FLAGS, "--out", str(tmp_path / "killed"), "--resume")
+    # resumed from another working directory, with a relative --out: the run is the folder, not the cwd
+    (tmp_path / "elsewhere").mkdir()
+    _effdl(*FLAGS, "--out", "../killed", "--resume", cwd=tmp_path / "elsewhere")
     full, _ = load_checkpoint(tmp_path / "full" / "model.safetensors")
     resumed, _ = load_checkpoint(tmp_path / "killed" / "model.safetensors")
     assert full.keys() == resumed.keys()

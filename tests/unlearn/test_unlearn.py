@@ -88,6 +88,7 @@ def test_splits_and_masks_are_deterministic_and_disjoint():
     assert frechet_distance(x, x) < 1e-6 < frechet_distance(x, x * 2)
 
 
+@pytest.mark.slow  # ~16 s: the whole study (training, unlearning, baselines, plots); run with -m slow
 def test_the_study_runs_end_to_end(tmp_path):
     config = UnlearnStudyConfig(epochs=1, judge_epochs=2, alphas=(1.0,), ascent_steps=(3,),
                                 unlearn=UnlearnConfig(steps=5))  # fmt: skip
