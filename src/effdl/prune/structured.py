@@ -88,6 +88,8 @@ class StructuredPruneConfig(Config):
             CRITERIA.get(self.criterion, allow_callable=False)  # raises with the valid names
 
     def describe(self) -> str:
+        if self.per_layer and self.ratio == 0:
+            return f"prune structured {self.criterion} per layer ({len(self.per_layer)} groups)"
         return f"prune structured {self.criterion} {self.ratio:.0%}" + (" global" if self.scope == "global" else "")
 
     @classmethod

@@ -1,0 +1,179 @@
+import json
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from effdl.compress import LatencyModel, LatencyTable, Recipe, TargetConfig, compress_model, compress_to_target
+from effdl.compress.latency_model import layer_inputs
+from effdl.core import ConfigError, EffdlError
+from effdl.data import get_dataset
+from effdl.measure import MeasureConfig
+from effdl.models import create_model, load_model
+from effdl.prune import StructuredPruneConfig
+from effdl.quant import Int8Config, load_int8
+from effdl.train import TrainConfig, Trainer
+
+pytest.importorskip("onnxruntime")
+
+FAST = MeasureConfig(batch_size=16, repeats=3)
+QUICK = dict(max_steps=2, search_epochs=1, finetune_epochs=1, final_tries=1, levels=4)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    data = get_dataset("mnist1d")
+    torch.manual_seed(0)
+    model = create_model("test_cnn1d", channels=(16, 16))
+    Trainer(model, TrainConfig(epochs=2, lr=1e-2, batch_size=128, progress=False)).fit(data.train)
+    return model.eval(), data
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    return LatencyTable(batch_size=16, path=tmp_path_factory.mktemp("lat") / "table.json")
+
+
+@pytest.fixture(scope="module")
+def searched(setup, table, tmp_path_factory):
+    model, data = setup
+    out = tmp_path_factory.mktemp("target")
+    target = TargetConfig(objective="size", tolerance=5.0, runtime="onnxruntime-int8", **QUICK)
+    result = compress_to_target(model, data, target, out_dir=out, measure=FAST, progress=False, latency_table=table)
+    return result, out
+
+
+def _final_int8(run_dir):
+    return load_int8(next((run_dir / "final").glob("model.onnx")))
+
+
+# ---- the search ----------------------------------------------------------------------------------------------------
+
+
+def test_the_search_meets_the_tolerance_and_writes_its_report(searched):
+    result, out = searched
+    d = result.details
+    assert 100 * (d["baseline"]["accuracy"] - d["final"]["accuracy"]) <= 5.0
+    assert d["smaller"] > 3.0  # int8 alone gives about 4x; pruning adds to it
+    sizes = [p.size_bytes for p in result.points]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)  # every step cut the objective
+    assert isinstance(result.recipe.steps[-1], Int8Config) and result.recipe.steps[-1].runtime == "onnxruntime"
+    text = (out / "target.md").read_text()
+    assert "## Explored points" in text and "Latency model (onnxruntime-int8): predicted" in text
+    assert (out / "front.png").stat().st_size > 0
+    saved = json.loads((out / "target.json").read_text())
+    assert saved["chosen_point"] == result.chosen.index
+    assert saved["latency_model"]["measured_ms"] > 0 and saved["latency_model"]["predicted_ms"] > 0
+    kept_whole = [g for g, (k, n) in saved["plan"].items() if k == n]
+    assert sorted(e["layer"] for e in saved["left_out"] if "kept whole" in e["reason"]) == sorted(kept_whole)
+    for p in result.points[1:]:
+        assert p.measured_ms is not None  # every explored point was timed whole in the runtime
+
+
+def test_the_emitted_recipe_replays_to_the_same_model(setup, searched, tmp_path):
+    model, data = setup
+    result, out = searched
+    recipe = Recipe.load(out / "recipe.yaml")
+    assert recipe.to_dict()["steps"] == result.recipe.to_dict()["steps"]
+    replay = compress_model(model, data, recipe, out_dir=tmp_path, measure=FAST, progress=False)
+    run_dir = out / "runs" / f"point-{result.chosen.index:02d}"
+    if len(recipe.steps) > 1:  # the fine-tuned float model is bit-identical
+        a = load_model(next((run_dir / "steps").glob("02-*/model.safetensors")))
+        b = load_model(next((tmp_path / "steps").glob("02-*/model.safetensors")))
+        assert a.state_dict().keys() == b.state_dict().keys()
+        assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    x = data.example_inputs(64)
+    assert torch.equal(_final_int8(run_dir)(x), replay.model(x))
+
+
+def test_an_interrupted_search_continues_with_more_steps(setup, table, tmp_path):
+    model, data = setup
+    target = TargetConfig(objective="macs", tolerance=50.0, runtime="pytorch", **{**QUICK, "max_steps": 1})
+    first = compress_to_target(model, data, target, out_dir=tmp_path, measure=FAST, progress=False,
+                               latency_table=table)  # fmt: skip
+    assert len(first.points) == 2 and "step budget" in first.stop_reason
+    more = compress_to_target(model, data, target.replace(max_steps=2), out_dir=tmp_path, measure=FAST,
+                              progress=False, latency_table=table)  # fmt: skip
+    assert len(more.points) == 3
+    assert [p.plan for p in more.points[:2]] == [p.plan for p in first.points]  # continued, not redone
+    assert more.points[2].macs < more.points[1].macs
+
+
+def test_an_impossible_ratio_names_the_best_point_reached(setup, table, tmp_path):
+    model, data = setup
+    target = TargetConfig(objective="macs", ratio=1000, tolerance=None, runtime="pytorch", **QUICK)
+    with pytest.raises(ConfigError, match=r"cannot be met.*Best point reached: \d+\.\d+x macs"):
+        compress_to_target(model, data, target, out_dir=tmp_path, measure=FAST, progress=False, latency_table=table)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tolerance": -0.5}, "tolerance must be in"),
+        ({"tolerance": None}, "give a tolerance"),
+        ({"ratio": 0.5}, "ratio must be in"),
+        ({"objective": "speed"}, "objective must be one of"),
+        ({"criterion": "nope"}, "nope"),
+    ],
+)
+def test_bad_targets_are_refused(settings, message):
+    with pytest.raises(EffdlError, match=message):
+        TargetConfig(**settings)
+
+
+def test_a_model_without_prunable_groups_is_refused(tmp_path, table):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(40, 10))
+    data = get_dataset("mnist1d")
+    with pytest.raises(ConfigError, match="no prunable channel group"):
+        compress_to_target(model, data, TargetConfig(runtime="pytorch"), out_dir=tmp_path, measure=FAST,
+                           latency_table=table)  # fmt: skip
+
+
+# ---- the latency model ---------------------------------------------------------------------------------------------
+
+
+def test_the_table_is_cached_and_reused(tmp_path):
+    path = tmp_path / "t.json"
+    first = LatencyTable(batch_size=4, path=path)
+    ms = first.layer_ms(nn.Linear(16, 8), (16,), "pytorch")
+    first.save()
+    again = LatencyTable(batch_size=4, path=path)
+    assert again.layer_ms(nn.Linear(16, 8), (16,), "pytorch") == ms and again.measured == 0
+    assert LatencyTable(batch_size=8, path=path).key(nn.Linear(16, 8), (16,), "pytorch") not in again.entries
+
+
+def test_a_corrupt_table_is_measured_afresh(tmp_path, caplog):
+    path = tmp_path / "t.json"
+    path.write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        table = LatencyTable(batch_size=4, path=path)
+    assert len(table) == 0 and "unreadable" in caplog.text
+
+
+def test_the_latency_model_fits_whole_model_measurements():
+    ref = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+    small = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(8, 32)
+    table = LatencyTable(batch_size=8, cache=False)
+    fixed = {"0": 3.0, "1": 1.0, "2": 1.0}  # table entries set by hand: no timing in this test
+    for model, scale in ((ref, 1.0), (small, 0.25)):
+        for name, (module, shape) in layer_inputs(model, x).items():
+            table.entries[table.key(module, shape, "pytorch")] = fixed[name] * scale
+    lm = LatencyModel(ref, x, "pytorch", table, reference_ms=10.0)
+    assert lm.predict(ref) == pytest.approx(10.0)
+    assert lm.predict(small) == pytest.approx(10.0 - 5.0 + 1.25)  # one whole model: the table's differences
+    lm.calibrate(small, measured_ms=4.0)  # now a line through (5, 10) and (1.25, 4)
+    _, b = lm.coefficients()
+    assert b == pytest.approx(6.0 / 3.75) and lm.predict(small) == pytest.approx(4.0)
+
+
+def test_layer_inputs_finds_weighted_layers_and_their_shapes():
+    model = create_model("test_cnn1d", channels=(8, 8))
+    found = layer_inputs(model, torch.randn(2, 1, 40), weighted_only=True)
+    assert all(isinstance(m, nn.Conv1d | nn.Linear) for m, _ in found.values())
+    assert found["classifier"][1] == (model.classifier.in_features,)
+
+
+def test_per_layer_structured_config_describes_itself():
+    assert StructuredPruneConfig(ratio=0.0, per_layer={"a": 0.5, "b": 0.25}).describe().endswith("per layer (2 groups)")
