@@ -5,11 +5,13 @@ latency table; layers left in float chosen by quantization sensitivity).
 The search (:func:`compress_to_target`) walks from the trained model towards smaller ones, one step at a time:
 
 1. every prunable group (channels shared through dependencies) proposes the fewest channels it must lose for the
-   objective (predicted latency at the serving batch, size, or MACs) to fall by ``step`` of its current value;
-2. each proposal is scored by the validation accuracy of the current model with that group cut further, without
-   retraining; the best-scoring proposal becomes the next point;
-3. the point's plan is applied to the original model (L1 ranking, the same one-shot pruning the recipe replays) and
-   fine-tuned briefly with distillation from the original, and its validation accuracy is recorded.
+   objective (predicted latency at the serving batch, size, or MACs) to fall by ``step`` of its current value, and
+   one more proposal narrows every group by one width level (per-layer overheads can make only joint cuts pay);
+2. each proposal is scored by the validation accuracy the current model loses with that cut, without retraining,
+   per share of the objective it removes; the best becomes the next point;
+3. the point's plan is applied to the original model (L1 ranking, the same one-shot pruning the recipe replays),
+   fine-tuned briefly with distillation from the original and evaluated; it is timed whole in the runtime, and the
+   latency model is refitted with it.
 
 It stops when the validation accuracy falls past twice the tolerance (a short fine-tune understates what the full
 one recovers), when the objective ratio asked for is reached, when every group is at ``max_ratio`` or no cut lowers
@@ -90,7 +92,9 @@ class TargetConfig(Config):
         runtime: the runtime the search times and the recipe targets (see :data:`SEARCH_RUNTIMES`).
         criterion: structured-pruning criterion that ranks channels within a group.
         step: the share of the objective each search step removes (NetAdapt's resource reduction schedule).
-        levels: channels are removed in steps of 1/``levels`` of a group (bounds the shapes the table measures).
+        levels: the most widths tried per group (bounds the shapes the latency table measures).
+        round_to: kept widths are multiples of this (kernels of odd widths are often slower; groups narrower than
+            twice this go in steps of 1).
         max_ratio: the largest share of any group's channels that may go.
         search_epochs: fine-tuning epochs of each explored point (short-term fine-tune).
         finetune_epochs: fine-tuning epochs of the final recipe.
@@ -114,6 +118,7 @@ class TargetConfig(Config):
     criterion: str = "l1"
     step: float = 0.1
     levels: int = 16
+    round_to: int = 4
     max_ratio: float = 0.9
     search_epochs: int = 2
     finetune_epochs: int = 10
@@ -134,6 +139,7 @@ class TargetConfig(Config):
             check_range("ratio", self.ratio, 1.0, low_open=True, hint="use ratio=5 for 5x (faster, smaller)")
         check_range("step", self.step, 0.0, 1.0, low_open=True, high_open=True, hint="use step=0.1")
         check_range("levels", self.levels, 2, 1024, hint="use levels=16")
+        check_range("round_to", self.round_to, 1, 1024, hint="use round_to=4")
         check_range("max_ratio", self.max_ratio, 0.0, 1.0, low_open=True, high_open=True, hint="use max_ratio=0.9")
         check_range("search_epochs", self.search_epochs, 0, 1000, hint="use search_epochs=2")
         check_range("finetune_epochs", self.finetune_epochs, 0, 10_000, hint="use finetune_epochs=10")
@@ -175,11 +181,13 @@ class SearchPoint:
                    None if d.get("measured_ms") is None else float(d["measured_ms"]))  # fmt: skip
 
     def cost(self, objective: str, bases: dict[str, float] | None = None) -> float:
-        """The point's value of ``objective`` (``latency+size`` needs the original's latency and size, ``bases``)."""
+        """The point's value of ``objective`` (latency: measured when it was, else predicted; ``latency+size``
+        needs the original's latency and size, ``bases``)."""
+        latency = self.measured_ms if self.measured_ms is not None else self.latency_ms
         if objective == "latency+size":
             bases = bases or {"latency": 1.0, "size": 1.0}
-            return math.sqrt(self.latency_ms / bases["latency"] * self.size_bytes / bases["size"])
-        return {"latency": self.latency_ms, "size": float(self.size_bytes), "macs": float(self.macs)}[objective]
+            return math.sqrt(latency / bases["latency"] * self.size_bytes / bases["size"])
+        return {"latency": latency, "size": float(self.size_bytes), "macs": float(self.macs)}[objective]
 
 
 @dataclasses.dataclass
@@ -349,15 +357,31 @@ class _Search:
         return run_transform(pruned, step, context).model.eval()
 
     # ---- the search ------------------------------------------------------------------------------------------
-    def proposals(self, plan: dict[str, int], current: float) -> list[tuple[str, int]]:
-        """Per group, the fewest further channels (on the 1/levels grid) that cut the objective by ``step``."""
+    def grid(self, group: str) -> list[int]:
+        """The channel counts ``group`` may lose: its kept width a multiple of ``round_to`` (of 1 for groups
+        narrower than twice that), at most ``levels`` of them, up to ``max_ratio``."""
+        n = self.groups[group]
+        r = self.target.round_to if n >= 2 * self.target.round_to else 1
+        most = math.floor(n * self.target.max_ratio + 1e-9)
+        grid = [n - kept for kept in range((n - 1) // r * r, 0, -r) if n - kept <= most]
+        if len(grid) > self.target.levels:
+            grid = sorted({grid[round(i * (len(grid) - 1) / (self.target.levels - 1))] for i in
+                           range(self.target.levels)})  # fmt: skip
+        return grid
+
+    def proposals(self, plan: dict[str, int], current: float) -> list[tuple[str, dict[str, int]]]:
+        """``(label, plan)`` proposals: per group, the fewest further channels on its grid that cut the objective
+        by ``step`` (or, when the group alone cannot, its largest cut if that cuts at least a quarter step); and
+        every group one grid level narrower (per-layer overheads can make only joint cuts pay)."""
         goal = current * (1 - self.target.step)
-        out = []
-        for g, n in self.groups.items():
-            grid = sorted({min(n - 1, round(n * j / self.target.levels)) for j in range(1, self.target.levels)})
-            grid = [k for k in grid if k > plan.get(g, 0) and k <= math.floor(n * self.target.max_ratio + 1e-9)]
+        enough = current * (1 - self.target.step / 4)
+        out: list[tuple[str, dict[str, int]]] = []
+        joint = dict(plan)
+        for g in self.groups:
+            grid = [k for k in self.grid(g) if k > plan.get(g, 0)]
             if not grid:
                 continue
+            joint[g] = grid[0]
             lo, hi, found = 0, len(grid) - 1, None
             while lo <= hi:  # the objective falls as channels go: the fewest that reach the goal
                 mid = (lo + hi) // 2
@@ -365,26 +389,33 @@ class _Search:
                     found, hi = grid[mid], mid - 1
                 else:
                     lo = mid + 1
-            if found is None:  # the group cannot reach the goal alone: its largest cut, if it helps enough
-                enough = current * (1 - self.target.step / 4)
-                found = grid[-1] if self.cost(self.pruned({**plan, g: grid[-1]})) <= enough else None
+            if found is None and self.cost(self.pruned({**plan, g: grid[-1]})) <= enough:
+                found = grid[-1]
             if found is not None:
-                out.append((g, found))
+                out.append((g, {**plan, g: found}))
+        changed = [g for g in self.groups if joint.get(g, 0) != plan.get(g, 0)]
+        if len(changed) > 1 and self.cost(self.pruned(joint)) <= enough:
+            out.append(("(every group)", joint))
         return out
 
-    def choose(self, plan, current_model, proposals) -> tuple[str, int]:
-        """The proposal whose extra cut costs the current model the least validation accuracy."""
+    def choose(self, plan, current_model, current_cost, proposals) -> tuple[str, dict[str, int]]:
+        """The proposal that costs the current model the least validation accuracy (cut without retraining) per
+        share of the objective it removes."""
+        base = self.accuracy(current_model)
         scored = []
-        for g, k in proposals:
-            extra = {g: (k - plan.get(g, 0)) / (self.groups[g] - plan.get(g, 0))}
+        for label, new in proposals:
+            extra = {g: (k - plan.get(g, 0)) / (self.groups[g] - plan.get(g, 0)) for g, k in new.items()
+                     if k > plan.get(g, 0)}  # fmt: skip
             cut = copy.deepcopy(current_model)
-            config = StructuredPruneConfig(criterion=self.target.criterion, ratio=0.0,
-                                           per_layer={re.escape(g): extra[g]}, seed=self.target.seed)  # fmt: skip
+            config = StructuredPruneConfig(criterion=self.target.criterion, ratio=0.0, seed=self.target.seed,
+                                           per_layer={re.escape(g): r for g, r in extra.items()})  # fmt: skip
             _, p = plan_structured(cut, config, self.data.example_inputs(2))
             remove_channels_(cut, p)
-            scored.append((self.accuracy(cut.eval()), -self.cost(self.pruned({**plan, g: k})), g, k))
-        best = max(scored)
-        return best[2], best[3]
+            gain = max(1 - self.cost(self.pruned(new)) / current_cost, 1e-6)
+            drop = max(base - self.accuracy(cut.eval()), 0.0) + 1e-3  # the epsilon prefers the larger gain on ties
+            scored.append((drop / gain, label, new))
+        best = min(scored, key=lambda t: t[0])
+        return best[1], best[2]
 
     def point(self, index: int, plan: dict[str, int], model: nn.Module, group: str | None) -> SearchPoint:
         """The point of ``plan`` (``model``: its fine-tuned model), measured whole in the runtime: the latency
@@ -424,17 +455,17 @@ class _Search:
                 if target.time_budget_s is not None and time.monotonic() - started > target.time_budget_s:
                     stop = f"the time budget ({target.time_budget_s:g} s) is spent"
                     break
-                proposals = self.proposals(last.plan, self.value(last))
+                current = self.cost(self.pruned(last.plan))  # predicted by the latency model as refitted now
+                proposals = self.proposals(last.plan, current)
                 if not proposals:
-                    stop = f"every group is at max_ratio ({target.max_ratio:g}) or no cut lowers the objective"
+                    stop = f"every group is at max_ratio ({target.max_ratio:g}) or no cut lowers the objective enough"
                     break
-                group, k = self.choose(last.plan, current_model, proposals)
-                plan = {**last.plan, group: k}
+                group, plan = self.choose(last.plan, current_model, current, proposals)
                 current_model = self.finetuned(plan)
                 point = self.point(len(points), plan, current_model, group)
                 points.append(point)
-                log.info("search step %d: %s -> %d of %d channels; val accuracy %.4f, %s %.4g (%.2fx)", point.index,
-                         group, self.groups[group] - k, self.groups[group], point.accuracy, target.objective,
+                log.info("search step %d: %s cut (%s); val accuracy %.4f, %s %.4g (%.2fx)", point.index, group,
+                         _widths(plan, self.groups), point.accuracy, target.objective,
                          self.value(point), self.base_objective / self.value(point))
                 if bar is not None:
                     bar.update(1)
@@ -596,6 +627,10 @@ class _Search:
                                               "groups": self.groups, "runtime": self.runtime})  # fmt: skip
 
 
+def _widths(plan: dict[str, int], groups: dict[str, int]) -> str:
+    return ", ".join(f"{g} {n - plan.get(g, 0)}/{n}" for g, n in groups.items())
+
+
 def _measured(outcome: CompressOutcome, runtime: str) -> float | None:
     """The final model's measured latency in the runtime the search predicted for."""
     d = outcome.deployment
@@ -642,10 +677,11 @@ def _markdown(search: _Search, d: dict[str, Any], points: list[SearchPoint], cho
     lm = d["latency_model"]
     front = set(pareto_front([(value(p), p.accuracy) for p in points]))
     rows = [[str(p.index), p.chosen_group or "-", f"{100 * p.accuracy:.2f}%", f"{p.latency_ms:.3f}",
+             "-" if p.measured_ms is None else f"{p.measured_ms:.3f}",
              human_bytes(p.size_bytes), f"{p.macs:,}", f"{base / value(p):.2f}x",
              ("chosen" if p is chosen else "") + (" Pareto" if p.index in front else "")] for p in points]  # fmt: skip
-    table = format_table(rows, ["step", "group cut", "val accuracy", f"pred. ms ({d['runtime']})", "pred. size", "MACs",
-                                f"{obj} ratio", ""], align="rlrrrrrl")  # fmt: skip
+    table = format_table(rows, ["step", "group cut", "val accuracy", f"pred. ms ({search.runtime})", "measured ms",
+                                "pred. size", "MACs", f"{obj} ratio", ""], align="rlrrrrrrl")  # fmt: skip
     plan = format_table([[g, f"{k} of {n}", f"{1 - k / n:.0%}"] for g, (k, n) in d["plan"].items()],
                         ["group", "channels kept", "removed"], align="lrr")  # fmt: skip
     err = f"{100 * lm['error']:+.1f}%" if lm["error"] is not None else "n/a"
