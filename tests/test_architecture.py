@@ -29,6 +29,7 @@ LAYERS = {
     "nas": 3,
     "unroll": 3,
     "unlearn": 3,
+    "adaptive": 3,
     "federated": 3,
     "cli": 4,
     "__main__": 4,

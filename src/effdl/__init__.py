@@ -11,6 +11,7 @@ Example:
 """
 
 from effdl._version import __version__
+from effdl.adaptive import AnyPrecisionConfig, any_precision_
 from effdl.analysis import LandscapeConfig, SharpnessConfig, loss_surface, sharpness_report
 from effdl.compress import FinetuneConfig, compress_model, find_lottery_ticket, sweep
 from effdl.core import (
@@ -51,6 +52,7 @@ from effdl.train import Callback, TrainConfig, Trainer, evaluate, train_model
 
 __all__ = [
     "AWQConfig",
+    "AnyPrecisionConfig",
     "Callback",
     "CheckpointError",
     "Config",
@@ -87,6 +89,7 @@ __all__ = [
     "UnsupportedError",
     "WandaConfig",
     "__version__",
+    "any_precision_",
     "apply_",
     "compress_model",
     "convert_int8",

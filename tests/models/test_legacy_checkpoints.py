@@ -14,24 +14,28 @@ from effdl.quant import load_int8, quantized_layers
 
 FIXTURES = Path(__file__).with_name("fixtures")
 EXPECTED = load_file(FIXTURES / "v1-expected-outputs.safetensors")
+# The fixtures' outputs were computed on another CPU: float kernels may round differently per instruction set
+# (a few ULPs, ~1e-8 here); a wrong load is off by far more. Same-machine comparisons below stay exact.
+ULPS = {"atol": 1e-6, "rtol": 1e-5}
 
 
 def test_v1_pruned_and_factorized_checkpoint_loads_and_matches():
     model = load_model(FIXTURES / "v1-pruned-factorized.safetensors")
     assert set(factorized_layers(model)) == {"features.3", "classifier"}
     with torch.no_grad():
-        torch.testing.assert_close(model(EXPECTED["x"]), EXPECTED["pruned_factorized"], atol=0, rtol=0)
+        torch.testing.assert_close(model(EXPECTED["x"]), EXPECTED["pruned_factorized"], **ULPS)
 
 
 def test_v1_quantized_checkpoint_loads_and_matches_and_resaves_in_the_new_format(tmp_path):
     model = load_model(FIXTURES / "v1-pruned-qat-w4a4.safetensors")
     assert {m.weight_quant.bits for m in quantized_layers(model).values()} == {4}
     with torch.no_grad():
-        torch.testing.assert_close(model(EXPECTED["x"]), EXPECTED["pruned_qat"], atol=0, rtol=0)
+        before = model(EXPECTED["x"])
+    torch.testing.assert_close(before, EXPECTED["pruned_qat"], **ULPS)
     path = save_model(model, tmp_path / "new.safetensors")
     assert [r["kind"] for r in read_metadata(path)["structure"]] == ["fake-quant", "shapes"]
     with torch.no_grad():
-        torch.testing.assert_close(load_model(path)(EXPECTED["x"]), EXPECTED["pruned_qat"], atol=0, rtol=0)
+        torch.testing.assert_close(load_model(path)(EXPECTED["x"]), before, atol=0, rtol=0)
 
 
 def test_v1_int8_model_loads_and_matches():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from effdl.cli.adaptive import add_adaptive as _add_adaptive
 from effdl.cli.analysis import add_landscape as _add_landscape
 from effdl.cli.analysis import add_sharpness as _add_sharpness
 from effdl.cli.common import (
@@ -310,6 +311,7 @@ REGISTER = [
     _add_nas,
     _add_unroll,
     _add_unlearn,
+    _add_adaptive,
     _add_federated,
     _add_models,
     _add_datasets,
