@@ -9,7 +9,7 @@ uniform mix of two widths at the policy's bit operations, and the oracle (each f
 it right, skipped when none does). Medians over the seeds; BOPs relative to every frame at 8 bits, the policy's own
 (float, 32 x 32 bits per MAC) included.
 
-Run: .venv/bin/python benchmarks/adaptive_precision.py   (about 10 minutes)
+Run: .venv/bin/python benchmarks/adaptive_precision.py   (about 20 minutes)
 Writes benchmarks/results/adaptive_precision.{md,json} and the trade-off plot of seed 0.
 """
 
@@ -84,7 +84,7 @@ def main() -> None:
     check_lines += [f"| {a} | {b} | {'yes' if c else 'no'} |" for a, b, c in checks]
     hist = details[0]["policy"]["histogram"]
     notes = [
-        f"Median of seeds {', '.join(map(str, SEEDS))}; clips of 4 frames, 2000 train / 1000 validation / 1000 "
+        f"Median of seeds {', '.join(map(str, SEEDS))}; clips of 4 frames, 4000 train / 1000 validation / 1000 "
         "test. Frame accuracy: every frame of the test clips classified alone.",
         "Policy histogram (seed 0, share of frames at 8 / 4 / 2 bits / skipped): "
         + " / ".join(f"{100 * v:.0f}%" for v in hist.values()) + f"; the policy's own cost "

@@ -180,6 +180,28 @@ def test_a_killed_training_resumes_exactly(tmp_path):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=n)
 
 
+def test_layers_it_cannot_switch_are_listed_with_their_reason():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(4, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.mid = nn.Linear(8, 8)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.out(self.mid(self.attn(h, h, h)[0])).mean(1)
+
+    model = Attn()
+    x = torch.randn(2, 5, 4)
+    before = model(x)
+    report = any_precision_(model, AnyPrecisionConfig(widths=(8, 4)), example_inputs=x)
+    left = {d["layer"]: d["reason"] for d in report.details["left_out"]}
+    assert "attn.out_proj" in left and "MultiheadAttention" in left["attn.out_proj"] and "attn" in left
+    assert model(x).shape == before.shape and isinstance(model.mid, AnyPrecisionLayer)
+
+
 def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match="widths must be integers in"):
         AnyPrecisionConfig(widths=(8, 1))

@@ -43,6 +43,7 @@ from effdl.measure.macs import module_macs
 from effdl.measure.profiler import profile
 from effdl.models.structure import register_structure
 from effdl.quant.math import check_bits, round_ste
+from effdl.quant.modules import matmul_layers
 
 __all__ = [
     "AnyPrecisionConfig",
@@ -315,9 +316,15 @@ def _convert(model: nn.Module, config: AnyPrecisionConfig, context: TransformCon
     if model_widths(model):
         raise ConfigError("the model is already an any-precision model; convert the float model once")
     before = _summary(model, x)
+    inside = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     layers = [n for n, m in model.named_modules() if isinstance(m, _LAYERS)]
     left_out = [{"layer": n, "reason": "in ignore"} for n in layers if any(name_matches(n, p) for p in config.ignore)]
-    layers = [n for n in layers if not any(name_matches(n, p) for p in config.ignore)]
+    left_out += [{"layer": n, "reason": "inside nn.MultiheadAttention, whose forward reads the weight directly"}
+                 for n in layers if any(n.startswith(a + ".") for a in inside)]  # fmt: skip
+    layers = [n for n in layers if n not in {d["layer"] for d in left_out}]
+    left_out += [{"layer": n, "reason": f"{type(model.get_submodule(n)).__name__} is not a Conv or Linear layer"}
+                 for n in matmul_layers(model) if n not in layers and n not in {d["layer"] for d in left_out}
+                 and not any(n.startswith(q + ".") for q in layers)]  # fmt: skip
     if not layers:
         raise UnsupportedError(
             f"{type(model).__name__} has no Conv or Linear layer to quantize (ignore={config.ignore})"

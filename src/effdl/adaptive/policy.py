@@ -75,9 +75,9 @@ class PolicyConfig(Config):
     hidden: int = 12
     view: int = 10
     skip: bool = True
-    epochs: int = 60
+    epochs: int = 150
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-2
     tau_start: float = 5.0
     tau_end: float = 0.1
     cost: float = 0.2
@@ -89,9 +89,9 @@ class PolicyConfig(Config):
     def validate(self) -> None:
         check_range("hidden", self.hidden, 1, 4096, hint="use hidden=12")
         check_range("view", self.view, 1, 4096, hint="use view=10")
-        check_range("epochs", self.epochs, 1, 100_000, hint="use epochs=60")
+        check_range("epochs", self.epochs, 1, 100_000, hint="use epochs=150")
         check_range("batch_size", self.batch_size, 1, hint="use batch_size=64")
-        check_range("lr", self.lr, 0.0, low_open=True, hint="use lr=3e-3")
+        check_range("lr", self.lr, 0.0, low_open=True, hint="use lr=1e-2")
         check_range("tau_start", self.tau_start, 0.0, low_open=True, hint="use tau_start=5")
         check_range("tau_end", self.tau_end, 0.0, self.tau_start, low_open=True, hint="use tau_end=0.1")
         for name in ("cost", "distill", "balance", "entropy"):

@@ -91,8 +91,8 @@ class AdaptiveStudyConfig(Config):
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     model: str = "cnn1d"
     frames: int = 4
-    clips: tuple[int, int, int] = (2000, 1000, 1000)
-    epochs: int = 20
+    clips: tuple[int, int, int] = (4000, 1000, 1000)
+    epochs: int = 40
     lr: float = 3e-3
     batch_size: int = 128
     alone: bool = True
@@ -101,7 +101,7 @@ class AdaptiveStudyConfig(Config):
 
     def validate(self) -> None:
         check_range("frames", self.frames, 1, 100, hint="use frames=4")
-        check_range("epochs", self.epochs, 1, 100_000, hint="use epochs=20")
+        check_range("epochs", self.epochs, 1, 100_000, hint="use epochs=40")
         check_range("lr", self.lr, 0.0, low_open=True, hint="use lr=3e-3")
         check_range("batch_size", self.batch_size, 1, hint="use batch_size=128")
         if len(self.clips) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.clips):

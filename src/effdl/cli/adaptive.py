@@ -50,13 +50,13 @@ def add_adaptive(sub) -> None:
     for s in (run, train):
         s.add_argument("--widths", default="8,4,2", help="bit widths, comma-separated (default 8,4,2)")
         s.add_argument("--end-bits", type=int, default=None, help="keep the first and last layers at this width")
-        s.add_argument("--epochs", type=int, default=20, help="training epochs of the network (default 20)")
+        s.add_argument("--epochs", type=int, default=40, help="training epochs of the network (default 40)")
         s.add_argument("--no-alone", action="store_true", help="do not train each width alone as a reference")
         s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
     for s in (run, policy):
         s.add_argument("--cost", type=float, default=0.2, help="weight of the bit operations in the policy's loss")
-        s.add_argument("--policy-epochs", type=int, default=60, help="training epochs of the policy (default 60)")
+        s.add_argument("--policy-epochs", type=int, default=150, help="training epochs of the policy (default 150)")
     for s in (policy, ev):
         s.add_argument("--model", required=True, help="the any-precision model (model.safetensors of `train`)")
     ev.add_argument("--policy", required=True, help="the policy (policy.safetensors of `policy`)")
@@ -74,10 +74,10 @@ def _widths(text: str) -> tuple[int, ...]:
 def _config(args: argparse.Namespace) -> AdaptiveStudyConfig:
     anyprec = AnyPrecisionConfig(widths=_widths(getattr(args, "widths", "8,4,2")),
                                  end_bits=getattr(args, "end_bits", None))  # fmt: skip
-    policy = PolicyConfig(cost=getattr(args, "cost", 0.2), epochs=getattr(args, "policy_epochs", 60), seed=args.seed)
+    policy = PolicyConfig(cost=getattr(args, "cost", 0.2), epochs=getattr(args, "policy_epochs", 150), seed=args.seed)
     alone = not getattr(args, "no_alone", False)
     return AdaptiveStudyConfig(anyprec=anyprec, policy=policy, frames=args.frames, seed=args.seed,
-                               epochs=getattr(args, "epochs", 20), alone=alone)  # fmt: skip
+                               epochs=getattr(args, "epochs", 40), alone=alone)  # fmt: skip
 
 
 def _adaptive(args: argparse.Namespace) -> int:
