@@ -60,7 +60,7 @@ def main() -> None:
     sp_all = [v for v in pol[5] if v is not None]
     checks = [
         ("each width within 1 point of the network trained alone at it (frames, median)",
-         ", ".join(f"{b}-bit {100 * _median(-g for g in gaps[b]):+.2f}" for b in widths),
+         ", ".join(f"{b}-bit {100 * _median(-g for g in gaps[b]):+.3f}" for b in widths),
          all(_median(gaps[b]) <= 0.01 for b in widths)),
         ("policy >= all-8-bit - 0.5 point at <= 50% of its BOPs",
          f"{100 * pol[1]:.2f}% vs {100 * top[1]:.2f}% at {100 * pol[2]:.1f}% BOPs",
