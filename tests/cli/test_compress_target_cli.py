@@ -24,6 +24,7 @@ def _refused(capsys, *argv, message):
     assert "Traceback" not in err + out and ": error: " in err and message in err, err
 
 
+@pytest.mark.slow  # ~7 s: a search, its final run and the replay
 def test_the_search_runs_from_the_command_line_and_its_recipe_replays(trained, tmp_path, capsys):
     out = tmp_path / "t"
     code, text, _ = _run(capsys, "compress", "--target", "macs", "--tolerance", "50", "--runtime", "pytorch",

@@ -87,6 +87,7 @@ def test_the_emitted_recipe_replays_to_the_same_model(setup, searched, tmp_path)
     assert torch.equal(_final_int8(run_dir)(x), replay.model(x))
 
 
+@pytest.mark.slow  # ~7 s: two searches and their final runs
 def test_an_interrupted_search_continues_with_more_steps(setup, table, tmp_path):
     model, data = setup
     target = TargetConfig(objective="macs", tolerance=50.0, runtime="pytorch", **{**QUICK, "max_steps": 1})
