@@ -26,11 +26,12 @@ from effdl.adaptive.policy import (
     evaluate_policy,
     frame_outputs,
     policy_choices,
+    train_policy,
 )
 from effdl.adaptive.study import AdaptiveStudyConfig, load_policy, run_study, save_policy
 from effdl.cli.main import main
 from effdl.core.callback import Callback
-from effdl.core.errors import ConfigError
+from effdl.core.errors import ConfigError, ShapeError
 from effdl.data.video import load_mnist1d_video
 from effdl.models import create_model, load_model, save_model
 from effdl.train import TrainConfig, Trainer
@@ -213,6 +214,9 @@ def test_bad_configs_are_refused():
         any_precision_(_converted(), AnyPrecisionConfig(), example_inputs=torch.randn(2, 1, 40))
     with pytest.raises(ConfigError, match="tau_end must be in"):
         PolicyConfig(tau_start=1.0, tau_end=2.0)
+    with pytest.raises(ShapeError, match="same clips and frames"):
+        train_policy(PrecisionPolicy((1, 40), 4), torch.rand(3, 2, 4, 10), torch.randn(2, 5, 1, 40),
+                     torch.tensor([0, 1]), costs=torch.ones(4), config=PolicyConfig(epochs=1))  # fmt: skip
 
 
 TINY = AdaptiveStudyConfig(frames=3, clips=(60, 40, 40), epochs=1, policy=PolicyConfig(epochs=3), sweep_costs=(1.0,))

@@ -212,6 +212,13 @@ def train_policy(
 ) -> list[dict[str, float]]:
     """Trains ``policy`` in place on ``clips`` with the recognition network's frozen outputs ``probs`` (from
     :func:`frame_outputs`); ``costs`` from :func:`choice_costs`. Returns the per-epoch history."""
+    if tuple(probs.shape[1:3]) != tuple(clips.shape[:2]) or len(labels) != len(clips):
+        raise ShapeError(f"probs {tuple(probs.shape)} (widths, clips, frames, classes), clips {tuple(clips.shape)} "
+                         f"and labels {tuple(labels.shape)} must describe the same clips and frames")  # fmt: skip
+    if costs.numel() != policy.head.out_features or costs.numel() < probs.shape[0]:
+        raise ShapeError(f"the policy has {policy.head.out_features} choices, costs has {costs.numel()} and the "
+                         f"model {probs.shape[0]} widths; build the policy with one choice per width (and "
+                         "skip)")  # fmt: skip
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
