@@ -76,6 +76,27 @@ def test_lower_widths_keep_the_most_significant_bits_of_the_top_codes():
         torch.testing.assert_close(layer.quantized_weight(bits).detach(), expected * step * 2 ** (8 - bits))
 
 
+def test_the_training_callback_sums_every_widths_loss():
+    model = _converted().train()
+    x, y = torch.randn(6, 1, 40), torch.randint(0, 10, (6,))
+    torch.manual_seed(0)
+    top = model(x)
+    base = torch.nn.functional.cross_entropy(top, y)
+
+    class View:
+        pass
+
+    trainer = View()
+    trainer.model = model
+    torch.manual_seed(0)
+    total = AnyPrecisionTraining(distill=0.0, lower=0.5).on_loss(trainer, (x, y), top, base)
+    expected = base
+    for b in (4, 2):
+        with at_width(model, b):
+            expected = expected + 0.5 * torch.nn.functional.cross_entropy(model(x), y)
+    torch.testing.assert_close(total, expected)
+
+
 def test_each_width_has_its_own_batchnorm_and_input_steps():
     model = _converted()
     norms = [m for m in model.modules() if isinstance(m, SwitchableBatchNorm)]

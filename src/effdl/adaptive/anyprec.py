@@ -411,17 +411,20 @@ def any_precision_(model: nn.Module, config: AnyPrecisionConfig, *, example_inpu
 
 class AnyPrecisionTraining(Callback):
     """Trains every width of an any-precision model in each step: the loop's forward pass runs at the highest width
-    (its cross-entropy is the loop's loss); this callback adds, for each lower width, the cross-entropy plus
-    ``distill`` times the distillation loss from the highest width's (detached) outputs at ``temperature``
-    (Hinton et al. 2015); one backward pass sums the gradients of all widths into one optimizer step.
+    (its cross-entropy is the loop's loss); this callback adds, for each lower width, ``lower`` times (the
+    cross-entropy plus ``distill`` times the distillation loss from the highest width's detached outputs at
+    ``temperature``, Hinton et al. 2015); one backward pass sums the gradients of all widths into one optimizer step.
+    ``lower`` < 1 favours the highest width over the others.
 
     Example:
         >>> AnyPrecisionTraining(distill=1.0).state_dict()
         {}
     """
 
-    def __init__(self, *, distill: float = 1.0, temperature: float = 1.0) -> None:
+    def __init__(self, *, distill: float = 1.0, temperature: float = 1.0, lower: float = 1.0) -> None:
         check_range("distill", distill, 0.0, hint="use distill=1.0")
+        check_range("lower", lower, 0.0, hint="use lower=1.0")
+        self.lower = lower
         check_range("temperature", temperature, 0.0, low_open=True, hint="use temperature=1.0")
         self.distill = distill
         self.temperature = temperature
@@ -445,10 +448,11 @@ class AnyPrecisionTraining(Callback):
         for bits in widths[1:]:
             with at_width(model, bits):
                 out = model(x)
-            total = total + F.cross_entropy(out, y)
+            term = F.cross_entropy(out, y)
             if self.distill:
                 kd = F.kl_div(F.log_softmax(out / t, dim=1), soft, log_target=True, reduction="batchmean")
-                total = total + self.distill * kd * t * t
+                term = term + self.distill * kd * t * t
+            total = total + self.lower * term
         return total
 
     def state_dict(self) -> dict[str, Any]:

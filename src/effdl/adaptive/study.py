@@ -77,6 +77,8 @@ class AdaptiveStudyConfig(Config):
         clips: train, validation and test clips (the network trains on the train frames; the policy on the
             validation clips, which the network has not seen; everything is judged on the test clips).
         epochs, lr, batch_size: training of the any-precision network (and of the references).
+        lower_weight: weight of the lower widths' losses against the highest width's (``AnyPrecisionTraining``;
+            0.5 gave every width a higher accuracy than 1.0 on this task, seed 0: 8 bits +1.6, 4 bits +1.9 points).
         alone: also train the network alone at each width (the LSQ reference of each width).
         sweep_costs: further policies trained at these cost weights, each with a random policy of its histogram:
             the trade-off curves of the report's plot.
@@ -95,6 +97,7 @@ class AdaptiveStudyConfig(Config):
     epochs: int = 40
     lr: float = 3e-3
     batch_size: int = 128
+    lower_weight: float = 0.5
     alone: bool = True
     sweep_costs: tuple[float, ...] = (0.05, 0.1, 0.5, 1.0)
     seed: int = 0
@@ -125,7 +128,7 @@ def _fit(widths: tuple[int, ...], config: AdaptiveStudyConfig, data: VideoSplits
     model = create_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
     frames = data.train.frames()
     any_precision_(model, config.anyprec.replace(widths=widths), example_inputs=frames.tensors[0][:256])
-    callbacks = [AnyPrecisionTraining()] if len(widths) > 1 else []
+    callbacks = [AnyPrecisionTraining(lower=config.lower_weight)] if len(widths) > 1 else []
     trainer = Trainer(model, config.train_config(progress=progress), callbacks=callbacks, out_dir=out)
     trainer.fit(frames, resume=resume and out is not None)
     return model.eval()
