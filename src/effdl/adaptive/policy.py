@@ -2,12 +2,12 @@
 frame and picks, per frame, one width of an any-precision model or to skip the frame; trained with Gumbel-softmax
 (temperature annealed) with the recognition network frozen; and the evaluation of a policy against the baselines.
 
-Loss of a batch of clips (the paper's, section 3.3): clip cross-entropy of the prediction the sampled choices make
-(the mean of the chosen frames' class probabilities; skipped frames left out) + ``distill`` x KL from the
-highest width's clip prediction + ``cost`` x the expected bit operations per frame relative to the highest width
-(the choice probabilities times each choice's BOPs: ``b^2`` scaling, skip free) + ``balance`` x the squared distance
-of the batch's choice usage from uniform (keeps every choice alive early on) + ``entropy`` x the mean entropy of the
-per-frame choices (decisive choices). Since the recognition network is frozen, its outputs at every width are
+Loss of a batch of clips (the paper's terms; ``distill``, ``balance`` and ``entropy`` are off by default): the clip
+cross-entropy of the prediction the sampled choices make (the mean of the chosen frames' class probabilities;
+skipped frames left out) + ``distill`` x KL from the highest width's clip prediction + ``cost`` x the expected bit
+operations per frame relative to the highest width (the choice probabilities times each choice's BOPs: ``b^2``
+scaling, skip free) + ``balance`` x the squared distance of the batch's choice usage from uniform + ``entropy`` x the
+mean entropy of the per-frame choices. Since the recognition network is frozen, its outputs at every width are
 computed once (:func:`frame_outputs`), which makes policy training a matter of seconds.
 """
 
