@@ -4,24 +4,13 @@ import json
 
 import pytest
 
-from effdl.cli.main import main
+from tests.helpers import assert_refused as _refused
+from tests.helpers import run_cli as _run
 
 pytest.importorskip("onnxruntime")
 
 QUICK = ["--no-progress", "--repeats", "2", "--batch-size", "16"]
 SEARCH = ["--max-steps", "2", "--search-epochs", "1", "--finetune-epochs", "1", "--final-tries", "1"]
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _refused(capsys, *argv, message):
-    code, out, err = _run(capsys, *argv)
-    assert code == 2, (out, err)
-    assert "Traceback" not in err + out and ": error: " in err and message in err, err
 
 
 @pytest.mark.slow  # ~7 s: a search, its final run and the replay

@@ -9,26 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from effdl.cli.main import main
 from effdl.core import load_checkpoint, save_checkpoint
 from effdl.models import create_model, save_model
+from tests.helpers import assert_refused as _refused
+from tests.helpers import run_cli as _run
 
 QUICK = ["--no-progress", "--repeats", "2"]
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _refused(capsys, *argv, message):
-    code, out, err = _run(capsys, *argv)
-    assert code == 2, (out, err)
-    assert "Traceback" not in err and "Traceback" not in out
-    assert err.startswith("effdl ") and ": error: " in err, err
-    assert message in err, err
-    return err
 
 
 @pytest.fixture(scope="module")

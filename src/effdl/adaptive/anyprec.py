@@ -382,9 +382,8 @@ def _describe(model: nn.Module, reference: nn.Module | None) -> dict[str, Any] |
     layers = {n: m for n, m in model.named_modules() if isinstance(m, AnyPrecisionLayer)}
     if not layers:
         return None
-    widths = model_widths(model)
-    config = {"widths": list(widths), "end_bits": next((m.top for m in layers.values() if len(m.widths) == 1), None)}
-    return {"config": AnyPrecisionConfig(widths=widths, end_bits=config["end_bits"]).to_dict(),
+    end_bits = next((m.top for m in layers.values() if len(m.widths) == 1), None)
+    return {"config": AnyPrecisionConfig(widths=model_widths(model), end_bits=end_bits).to_dict(),
             "layers": [{"layer": n, "signed_input": m.signed_input, "widths": list(m.widths)}
                        for n, m in layers.items()]}  # fmt: skip
 

@@ -63,8 +63,8 @@ class PolicyConfig(Config):
         distill: weight of the distillation from the highest width's clip prediction.
         balance: weight of the usage-balance term.
         entropy: weight of the per-frame choice entropy.
-            (VideoIQ's three auxiliary terms; off by default: on the embedded task they pulled the policy towards
-            input-independent choices.)
+            (VideoIQ's three auxiliary terms; off by default: in development runs on the embedded task they pulled
+            the policy towards input-independent choices.)
         seed: seeds initialization and the Gumbel noise.
 
     Example:
