@@ -19,6 +19,7 @@ LAYERS = {
     "data": 1,
     "models": 1,
     "export": 1,
+    "scale": 1,
     "prune": 2,
     "quant": 2,
     "factorize": 2,

@@ -7,6 +7,7 @@ import dataclasses
 from effdl.analysis.directions import IGNORE_OPTIONS, NORMS
 from effdl.core.config import Config, check_choice, check_range
 from effdl.core.errors import ConfigError
+from effdl.scale.executor import ExecutorConfig
 
 __all__ = ["LandscapeConfig", "SharpnessConfig"]
 
@@ -33,7 +34,10 @@ class LandscapeConfig(Config):
         max_examples: use at most this many examples of each split (None: all).
         batch_size: evaluation batch size.
         seed: seed of the random directions.
-        workers: evaluate the grid in this many processes (1: in this process).
+        workers: evaluate the grid in this many processes (1: in this process); on Ray, the CPUs of a Ray
+            instance started on this machine.
+        backend: ``local`` (this process or a local process pool) or ``ray`` (Ray tasks; ``effdl[ray]``).
+        address: the Ray cluster to join (None: ``$RAY_ADDRESS``, else start Ray on this machine).
         convexity: if > 0, also compute the largest and smallest Hessian eigenvalues and their ratio
             ``|lambda_min / lambda_max|`` at every point with this many Lanczos steps (the convexity maps of
             Li et al. 2018; costs about that many extra backward passes per point).
@@ -60,6 +64,8 @@ class LandscapeConfig(Config):
     batch_size: int = 1000
     seed: int = 0
     workers: int = 1
+    backend: str = "local"
+    address: str | None = None
     convexity: int = 0
     progress: bool = True
 
@@ -80,6 +86,7 @@ class LandscapeConfig(Config):
             check_range("max_examples", self.max_examples, 1, hint="use max_examples=None for all examples")
         check_range("batch_size", self.batch_size, 1, hint="use batch_size=1000")
         check_range("workers", self.workers, 1, hint="use workers=1 to evaluate in this process")
+        ExecutorConfig(backend=self.backend, workers=self.workers, address=self.address)  # checks backend, address
         if self.convexity:
             check_range("convexity", self.convexity, 2, hint="use convexity=20 Lanczos steps, or 0 to skip")
 

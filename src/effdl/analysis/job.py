@@ -126,7 +126,7 @@ def landscape_report(
     if other is not None and snapshots is not None:
         raise ConfigError("pass either other= (interpolation) or snapshots= (trajectory PCA), not both")
     identity = run_identity(
-        config={k: v for k, v in config.to_dict().items() if k not in ("workers", "progress")},
+        config={k: v for k, v in config.to_dict().items() if k not in ("workers", "backend", "address", "progress")},
         model=tensors_digest(model.state_dict()),
         other=tensors_digest(other.state_dict()) if other is not None else None,
         snapshots=tensors_digest({f"{i}.{k}": v for i, s in enumerate(snapshots) for k, v in s.items()})

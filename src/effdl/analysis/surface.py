@@ -5,16 +5,13 @@ restored bit for bit afterwards."""
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
-import pickle
 import time
 import zipfile
 import zlib
@@ -31,8 +28,8 @@ from effdl.analysis.directions import Direction, check_direction, direction_norm
 from effdl.analysis.hessian import hessian_spectrum
 from effdl.core.errors import CheckpointError, ConfigError, ShapeError
 from effdl.core.io import atomic_write_bytes, atomic_write_json
-from effdl.core.process import die_with_parent
 from effdl.measure.evaluation import evaluate, stack_batches
+from effdl.scale.executor import ExecutorConfig, run_units
 
 __all__ = ["Surface", "interpolate_models", "loss_surface", "restored_weights"]
 
@@ -238,21 +235,10 @@ def _metric_names(convexity: int) -> tuple[str, ...]:
     return ("loss", "accuracy") + (("lambda_max", "lambda_min", "eigen_ratio") if convexity else ())
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(payload: bytes, threads: int) -> None:
-    die_with_parent()  # a killed run leaves no workers behind
-    torch.set_num_threads(threads)
-    model, placer, batches, loss_fn, convexity = pickle.loads(payload)  # our own bytes, from the parent process
-    _WORKER.update(model=model, placer=placer, batches=batches, loss_fn=loss_fn, convexity=convexity)
-
-
-def _worker_run(points: list[tuple[tuple[int, ...], tuple[float, ...]]]) -> list[tuple[tuple[int, ...], dict]]:
-    w = _WORKER
-    return [
-        (idx, _evaluate_at(w["model"], w["placer"], c, w["batches"], w["loss_fn"], w["convexity"])) for idx, c in points
-    ]
+def _unit_run(shared: tuple, points: list[tuple[tuple[int, ...], tuple[float, ...]]]) -> list[tuple[tuple, dict]]:
+    model, placer, batches, loss_fn, convexity = shared
+    with restored_weights(model):
+        return [(idx, _evaluate_at(model, placer, c, batches, loss_fn, convexity)) for idx, c in points]
 
 
 def _fingerprint(placer, axes, batches, config: LandscapeConfig, loss_fn) -> str:
@@ -344,13 +330,13 @@ def _grid(
         bar = tqdm(total=partial.done.size, initial=int(partial.done.sum()), desc=desc, unit="pt")
     try:
         with restored_weights(model):
-            if config.workers == 1 or len(todo) < 2:
+            if (config.workers == 1 and config.backend == "local") or not todo:
                 for idx, coords in todo:
                     partial.record(idx, _evaluate_at(model, placer, coords, batches, loss_fn, config.convexity))
                     if bar is not None:
                         bar.update()
             else:
-                _run_parallel(model, placer, todo, batches, (loss_fn, config.convexity), config.workers, partial, bar)
+                _run_parallel(model, placer, todo, batches, (loss_fn, config.convexity), config, partial, bar)
     finally:
         partial.save()
         if bar is not None:
@@ -360,35 +346,24 @@ def _grid(
     return partial.values
 
 
-def _run_parallel(model, placer, todo, batches, how: tuple, workers: int, partial: _Partial, bar) -> None:
-    # Plain pickle bytes, not the objects: multiprocessing would move the tensors into shared memory, and the
-    # workers, each writing its grid point into the parameters, would overwrite one another (and the caller's).
-    try:
-        payload = pickle.dumps((model, placer, batches, *how))
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise ConfigError(
-            f"workers > 1 needs a picklable model and loss_fn (module-level classes and functions, no lambdas): "
-            f"{exc}; use workers=1"
-        ) from exc
-    threads = max(1, torch.get_num_threads() // workers)
-    chunk = max(1, min(16, len(todo) // (4 * workers)))
-    chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
-    # spawn, not fork: a forked child of a process that has used OpenMP can hang in its first parallel region
-    ctx = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init, initargs=(payload, threads)
-    ) as pool:
-        jobs = [pool.submit(_worker_run, c) for c in chunks]
-        try:
-            for job in futures.as_completed(jobs):
-                for idx, values in job.result():
-                    partial.record(idx, values)
-                    if bar is not None:
-                        bar.update()
-        except BaseException:
-            for job in jobs:
-                job.cancel()
-            raise
+def _run_parallel(model, placer, todo, batches, how: tuple, config: LandscapeConfig, partial: _Partial, bar) -> None:
+    executor = ExecutorConfig(backend=config.backend, workers=config.workers, address=config.address)
+    chunk = max(1, min(16, len(todo) // (4 * config.workers)))
+    chunks = {f"points {i}..{min(i + chunk, len(todo)) - 1}": todo[i : i + chunk] for i in range(0, len(todo), chunk)}
+
+    def record(key: str, values: list) -> None:
+        for idx, vals in values:
+            partial.record(tuple(idx), vals)
+            if bar is not None:
+                bar.update()
+
+    out = run_units(_unit_run, chunks, executor, shared=(model, placer, batches, *how), on_result=record)
+    partial.save()
+    out.raise_failures(
+        "chunks of grid points",
+        "the finished points are saved: fix the cause and run again with resume=True (CLI: --resume) to compute "
+        "only the missing ones",
+    )
 
 
 def _axis(span: tuple[float, float], resolution: int) -> np.ndarray:

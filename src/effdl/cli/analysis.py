@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from effdl.analysis import LandscapeConfig, SharpnessConfig, landscape_report, sharpness_report
-from effdl.cli.common import add_checkpoint_args, load_trained
+from effdl.cli.common import add_checkpoint_args, add_scale_args, load_trained
 from effdl.core.errors import ConfigError
 from effdl.core.table import format_table
 from effdl.models import load_model
@@ -50,7 +50,7 @@ def add_landscape(sub) -> None:
     p.add_argument("--max-examples", type=int, default=None, help="examples per split (default all)")
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
-    p.add_argument("--workers", type=int, default=1, help="evaluate in this many processes (default 1)")
+    add_scale_args(p, workers="evaluate in this many processes, or Ray CPUs started here (default 1)")
     p.add_argument("--convexity", type=int, default=0, metavar="STEPS",
                    help="also map |lambda_min/lambda_max| with STEPS Lanczos steps per point (slow)")  # fmt: skip
     mode = p.add_mutually_exclusive_group()
@@ -90,6 +90,8 @@ def _landscape(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         workers=args.workers,
+        backend=args.backend,
+        address=args.ray_address,
         convexity=args.convexity,
         progress=not args.no_progress,
     )

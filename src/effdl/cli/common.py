@@ -13,15 +13,18 @@ from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.data import get_dataset
 from effdl.measure.summary import MeasureConfig
 from effdl.models import load_model, model_spec
+from effdl.scale import BACKENDS, ExecutorConfig
 
 __all__ = [
     "add_checkpoint_args",
     "add_data_args",
     "add_log_flags",
     "add_measure_args",
+    "add_scale_args",
     "checkpoint_dataset",
     "claim_out",
     "data_options",
+    "executor_config",
     "load_trained",
     "measure_config",
     "non_negative_float",
@@ -150,6 +153,22 @@ def add_measure_args(parser: argparse.ArgumentParser) -> None:
 def measure_config(args: argparse.Namespace) -> MeasureConfig:
     """The :class:`~effdl.measure.MeasureConfig` of ``--batch-size``, ``--threads`` and ``--repeats``."""
     return MeasureConfig(batch_size=args.batch_size, threads=args.threads, repeats=args.repeats)
+
+
+def add_scale_args(parser: argparse.ArgumentParser, *, workers: str) -> None:
+    """``--backend``, ``--ray-address``, ``--workers`` and ``--cpus-per-unit``: where the units of work run."""
+    parser.add_argument("--backend", default="local", choices=BACKENDS,
+                        help="local (this machine) or ray (Ray tasks and Tune trials; pip install 'effdl[ray]')")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="Ray cluster to join, e.g. 127.0.0.1:6379 (default $RAY_ADDRESS, else start Ray here)")
+    parser.add_argument("--workers", type=positive_int, default=1, help=workers)
+    parser.add_argument("--cpus-per-unit", type=float, default=1.0, help="CPUs Ray reserves per unit (default 1)")
+
+
+def executor_config(args: argparse.Namespace) -> ExecutorConfig:
+    """The :class:`~effdl.scale.ExecutorConfig` of the flags of :func:`add_scale_args`."""
+    return ExecutorConfig(backend=args.backend, workers=args.workers, address=args.ray_address,
+                          cpus_per_unit=args.cpus_per_unit)  # fmt: skip
 
 
 def data_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from effdl.cli.common import (
     add_checkpoint_args,
+    add_scale_args,
+    executor_config,
     load_trained,
     measure_config,
 )
@@ -79,6 +81,7 @@ def add_sweep(sub) -> None:
     p.add_argument("--set", action="append", required=True, metavar="FIELD=V1,V2,...", dest="grid",
                    help="recipe field (dot path, e.g. steps.0.ratio) and its values; repeatable")  # fmt: skip
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-MODEL-RECIPE)")
+    add_scale_args(p, workers="points at once: processes, or Ray CPUs started here (default 1: one after another)")
     p.set_defaults(func=_sweep)
 
 
@@ -132,7 +135,8 @@ def _sweep(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set takes FIELD=V1,V2,..., got {item!r}; e.g. --set steps.0.ratio=0.25,0.5")
         grid[field.strip()] = [load_yaml(v, what=f"--grid {field.strip()}") for v in values.split(",")]
     out = Path(args.out or f"runs/sweep-{name}-{tag}")
-    sweep(model, data, recipe, grid, out_dir=out, measure=measure_config(args), progress=not args.no_progress)
+    sweep(model, data, recipe, grid, out_dir=out, measure=measure_config(args), executor=executor_config(args),
+          progress=not args.no_progress)
     print((out / "sweep.md").read_text().split("![")[0].strip())
     print(f"\nplot: {out / 'pareto.png'}; every run: {out / 'runs'}")
     return 0

@@ -12,6 +12,13 @@ Example:
     True
 """
 
+from effdl.nas.ground_truth import (
+    GROUND_TRUTH_RECIPE,
+    GroundTruthConfig,
+    TrainedArchitectures,
+    sample_codes,
+    train_architectures,
+)
 from effdl.nas.proxies import PROXIES, score_model, zico_score
 from effdl.nas.ranking import (
     GroundTruth,
@@ -25,21 +32,26 @@ from effdl.nas.search import Candidate, SearchConfig, SearchResult, search_archi
 from effdl.nas.space import SPACES, Architecture, SearchSpace, get_space
 
 __all__ = [
+    "GROUND_TRUTH_RECIPE",
     "PROXIES",
     "SPACES",
     "Architecture",
     "Candidate",
     "GroundTruth",
+    "GroundTruthConfig",
     "ProxyEvaluation",
     "SearchConfig",
     "SearchResult",
     "SearchSpace",
+    "TrainedArchitectures",
     "evaluate_proxies",
     "get_space",
     "kendall_tau",
     "load_ground_truth",
+    "sample_codes",
     "score_model",
     "search_architectures",
     "spearman_rho",
+    "train_architectures",
     "zico_score",
 ]
