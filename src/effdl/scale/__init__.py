@@ -4,12 +4,14 @@ local process pool, or on a Ray cluster (``effdl[ray]``), with the same results 
 Ray is imported only when its backend is chosen.
 """
 
+from effdl.scale.cluster import local_cluster
 from effdl.scale.executor import (
     BACKENDS,
     ExecutorConfig,
     UnitFailure,
     UnitResults,
     UnitsFailedError,
+    ray_error,
     ray_session,
     run_units,
 )
@@ -22,6 +24,8 @@ __all__ = [
     "UnitFailure",
     "UnitResults",
     "UnitsFailedError",
+    "local_cluster",
+    "ray_error",
     "ray_session",
     "run_trials",
     "run_units",

@@ -16,9 +16,12 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
+import tempfile
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +30,16 @@ from effdl.core.config import Config, check_choice, check_range
 from effdl.core.errors import ConfigError, EffdlError
 from effdl.core.process import die_with_parent
 
-__all__ = ["BACKENDS", "ExecutorConfig", "UnitFailure", "UnitResults", "UnitsFailedError", "run_units"]
+__all__ = [
+    "BACKENDS",
+    "ExecutorConfig",
+    "UnitFailure",
+    "UnitResults",
+    "UnitsFailedError",
+    "ray_error",
+    "ray_session",
+    "run_units",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,8 @@ class ExecutorConfig(Config):
             may round differently with another thread count.
         retries: how many times a unit whose worker died is run again (a unit that raises is not retried:
             its error is reported).
+        runtime_env: Ray's runtime environment for the workers (e.g. ``{"env_vars": {"PYTHONPATH": "/code"}}`` or
+            ``{"py_modules": [...]}`` so that nodes of a cluster import functions that are not installed there).
 
     Example:
         >>> ExecutorConfig(backend="ray", address="127.0.0.1:6379").cpus_per_unit
@@ -67,6 +81,7 @@ class ExecutorConfig(Config):
     cpus_per_unit: float = 1.0
     threads: int | None = None
     retries: int = 2
+    runtime_env: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """Checks every field."""
@@ -76,8 +91,9 @@ class ExecutorConfig(Config):
         if self.threads is not None:
             check_range("threads", self.threads, 1, hint="use threads=None for cores // workers")
         check_range("retries", self.retries, 0, hint="use retries=2")
-        if self.address is not None and self.backend != "ray":
-            raise ConfigError(f"address={self.address!r} joins a Ray cluster; set backend='ray' or drop address")
+        for name in ("address", "runtime_env"):
+            if getattr(self, name) is not None and self.backend != "ray":
+                raise ConfigError(f"{name}= is a setting of the Ray backend; set backend='ray' or drop {name}")
 
     def unit_threads(self) -> int:
         """Torch threads each unit runs with outside this process."""
@@ -151,7 +167,8 @@ def _pool_init(payload: bytes, digest: str, threads: int) -> None:
     _shared_from(payload, digest)
 
 
-def _pool_call(fn: Callable, digest: str, key: str, unit: Any) -> tuple[str, Any]:
+def _pool_call(fn: Callable, digest: str, key: str, unit: Any, started: str) -> tuple[str, Any]:
+    Path(started).touch()  # tells the driver, should this worker die, that this unit was running in it
     return _call(fn, _SHARED[digest], key, unit)
 
 
@@ -249,35 +266,42 @@ def _payload(shared: Any, backend: str) -> tuple[bytes, str]:
 def _run_pool(fn, units: dict, config: ExecutorConfig, shared: Any, finish: Callable) -> None:
     payload, digest = _payload(shared, "local")
     todo = dict(units)
+    number = {key: i for i, key in enumerate(units)}
     deaths = dict.fromkeys(units, 0)
     # spawn, not fork: a forked child of a process that has used OpenMP can hang in its first parallel region
     ctx = multiprocessing.get_context("spawn")
-    while todo:
-        workers = min(config.workers, len(todo))
-        with futures.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_pool_init, initargs=(payload, digest, config.unit_threads())
-        ) as pool:
-            jobs = {pool.submit(_pool_call, fn, digest, k, u): k for k, u in todo.items()}
-            try:
-                for job in futures.as_completed(jobs):
-                    key = jobs[job]
-                    try:
-                        status, value = job.result()
-                    except BrokenProcessPool:
-                        continue  # a worker died: every unfinished unit of this pool is run again below
+    with tempfile.TemporaryDirectory(prefix="effdl-units-") as tmp:
+        marks = {key: Path(tmp) / str(number[key]) for key in units}
+        while todo:
+            workers = min(config.workers, len(todo))
+            with futures.ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_pool_init, initargs=(payload, digest, config.unit_threads())
+            ) as pool:
+                jobs = {pool.submit(_pool_call, fn, digest, k, u, str(marks[k])): k for k, u in todo.items()}
+                try:
+                    for job in futures.as_completed(jobs):
+                        key = jobs[job]
+                        try:
+                            status, value = job.result()
+                        except BrokenProcessPool:
+                            continue  # a worker died: the unfinished units of this pool run again below
+                        todo.pop(key)
+                        finish(key, status, value)
+                except BaseException:
+                    for job in jobs:
+                        job.cancel()
+                    raise
+            # the pool broke: a unit that had started lost its worker (the one that died, or one the pool stopped
+            # with it); a unit still queued did not
+            for key in list(todo):
+                if marks[key].exists():
+                    marks[key].unlink()
+                    deaths[key] += 1
+                if deaths[key] > config.retries:
                     todo.pop(key)
-                    finish(key, status, value)
-            except BaseException:
-                for job in jobs:
-                    job.cancel()
-                raise
-        for key in list(todo):  # the pool broke: each unfinished unit lost its worker once
-            deaths[key] += 1
-            if deaths[key] > config.retries:
-                todo.pop(key)
-                finish(key, _ERROR, (f"its worker died {deaths[key]} times (killed or out of memory)", "worker"))
-        if todo:
-            log.warning("a worker died; running %d unfinished unit(s) again in a new pool", len(todo))
+                    finish(key, _ERROR, (f"its worker died {deaths[key]} times (killed or out of memory)", "worker"))
+            if todo:
+                log.warning("a worker died; running %d unfinished unit(s) again in a new pool", len(todo))
 
 
 def ray_session(config: ExecutorConfig):
@@ -293,12 +317,21 @@ def ray_session(config: ExecutorConfig):
     if ray.is_initialized():
         return ray, False
     address = config.address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False, "runtime_env": config.runtime_env}
     if address is None:
-        kwargs["num_cpus"] = config.workers
+        kwargs.update(num_cpus=config.workers, include_dashboard=False)
     log.info("starting Ray (%s)", f"joining {address}" if address else f"locally, {config.workers} CPU(s)")
     ray.init(address=address, **kwargs)
     return ray, True
+
+
+def ray_error(exc: BaseException) -> str:
+    """One line for a Ray error: its type and the last line of its message that names an error (Ray's messages
+    hold the remote traceback, with terminal colours)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    named = [line for line in lines if "Error" in line.split(":")[0] or "Exception" in line.split(":")[0]]
+    return f"{type(exc).__name__}: {(named or lines or [''])[-1]}"
 
 
 def _run_ray(fn, units: dict, config: ExecutorConfig, shared: Any, finish: Callable) -> None:
@@ -320,7 +353,7 @@ def _run_ray(fn, units: dict, config: ExecutorConfig, shared: Any, finish: Calla
                 try:
                     status, value = ray.get(obj)
                 except RayError as exc:  # the worker died more than max_retries times, or the node went away
-                    status, value = _ERROR, (f"{type(exc).__name__}: {str(exc).splitlines()[0]}", "ray")
+                    status, value = _ERROR, (ray_error(exc), "ray")
                 finish(key, status, value)
     finally:
         if started:

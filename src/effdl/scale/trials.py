@@ -29,6 +29,7 @@ from effdl.scale.executor import (
     _call,
     _payload,
     _shared_from,
+    ray_error,
     ray_session,
     run_units,
 )
@@ -183,8 +184,7 @@ def _collect(grid, trials: dict, on_result) -> UnitResults:
             continue
         metrics = res.metrics or {}
         if res.error is not None:
-            failures[key] = UnitFailure(key=key, error=f"{type(res.error).__name__}: {res.error}".splitlines()[0],
-                                        detail="ray tune")  # fmt: skip
+            failures[key] = UnitFailure(key=key, error=ray_error(res.error), detail="ray tune")
         elif metrics.get(_STATUS) == _OK:
             results[key] = json.loads(metrics[_RESULT])
         elif metrics.get(_STATUS) == _ERROR:
