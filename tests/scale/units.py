@@ -34,3 +34,10 @@ def node_of(shared, unit):
 
     time.sleep(shared)
     return ray.get_runtime_context().get_node_id(), unit
+
+
+def climb(shared, params, report):
+    """A trial whose score grows with its step at rate ``q``: reports each step to the scheduler."""
+    for step in range(1, shared + 1):
+        report({"score": params["q"] * step})
+    return {"score": params["q"] * shared, "q": params["q"]}

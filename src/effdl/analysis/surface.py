@@ -347,7 +347,9 @@ def _grid(
 
 
 def _run_parallel(model, placer, todo, batches, how: tuple, config: LandscapeConfig, partial: _Partial, bar) -> None:
-    executor = ExecutorConfig(backend=config.backend, workers=config.workers, address=config.address)
+    # the same thread count on every backend: sums rounded alike, so that the grid is bit-identical
+    threads = max(1, torch.get_num_threads() // config.workers)
+    executor = ExecutorConfig(backend=config.backend, workers=config.workers, address=config.address, threads=threads)
     chunk = max(1, min(16, len(todo) // (4 * config.workers)))
     chunks = {f"points {i}..{min(i + chunk, len(todo)) - 1}": todo[i : i + chunk] for i in range(0, len(todo), chunk)}
 

@@ -66,8 +66,9 @@ class GroundTruthConfig(Config):
         try:
             return TrainConfig(**{**recipe, "progress": False, "eval_every": recipe["epochs"]})
         except TypeError as exc:
-            raise ConfigError(f"recipe holds a field TrainConfig does not know ({exc}); see effdl.train.TrainConfig")\
-                from None
+            raise ConfigError(
+                f"recipe holds a field TrainConfig does not know ({exc}); see effdl.train.TrainConfig"
+            ) from None
 
 
 @dataclasses.dataclass

@@ -44,8 +44,9 @@ def _ray_cli() -> str:
 def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, timeout_s: float = 120.0) -> Iterator[str]:
     """Starts a Ray head and ``nodes - 1`` worker nodes on 127.0.0.1 with ``ray start`` (separate processes, as
     on separate machines), yields the address to join (``ExecutorConfig(backend="ray", address=...)``), and stops
-    exactly these processes afterwards (other Ray instances on the machine are left alone). The nodes and this
-    process use Ray's token authentication (``RAY_AUTH_MODE=token`` while the cluster is up).
+    exactly these processes afterwards (other Ray instances on the machine are left alone). The nodes listen on
+    loopback only and run without Ray's token authentication (``RAY_AUTH_MODE=disabled``), so that any local
+    driver joins them as it would a plain ``ray.init(address=...)``; a real cluster sets its own authentication.
 
     Example (not run here: it starts Ray):
         >>> with local_cluster(2) as address:  # doctest: +SKIP
@@ -60,10 +61,6 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, timeout_s: float = 
     common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", f"--temp-dir={temp}",
               "--disable-usage-stats"]  # fmt: skip
     groups: list[int] = []
-    # token authentication on every node and in this driver (Ray starts a head with it on, but `ray start
-    # --address` and ray.init(address=...) need to be told); the token is ~/.ray/auth_token, made if missing
-    old_mode = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
     try:
         _start([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common], timeout_s, groups)
         for _ in range(nodes - 1):
@@ -73,15 +70,13 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, timeout_s: float = 
     finally:
         _stop(groups)
         shutil.rmtree(temp, ignore_errors=True)
-        if old_mode is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = old_mode
 
 
 def _start(cmd: list[str], timeout_s: float, groups: list[int]) -> None:
     # a session of its own: every daemon `ray start` leaves behind stays in its process group, which _stop kills
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=env)  # fmt: skip
     groups.append(proc.pid)
     try:
         out, _ = proc.communicate(timeout=timeout_s)

@@ -311,9 +311,7 @@ def ray_session(config: ExecutorConfig):
     try:
         import ray
     except ImportError as exc:
-        raise ConfigError(
-            "backend='ray' needs Ray: pip install 'effdl[ray]' (or use backend='local')"
-        ) from exc
+        raise ConfigError("backend='ray' needs Ray: pip install 'effdl[ray]' (or use backend='local')") from exc
     if ray.is_initialized():
         return ray, False
     address = config.address or os.environ.get("RAY_ADDRESS") or None
