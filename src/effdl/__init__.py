@@ -48,6 +48,7 @@ from effdl.prune import (
     prune_,
 )
 from effdl.quant import AWQConfig, GPTQConfig, HQQConfig, Int8Config, QuantConfig, RTNConfig, convert_int8, quantize_
+from effdl.scale import ExecutorConfig, run_units
 from effdl.train import Callback, TrainConfig, Trainer, evaluate, train_model
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "DistillConfig",
     "Distillation",
     "EffdlError",
+    "ExecutorConfig",
     "FinetuneConfig",
     "GPTQConfig",
     "HQQConfig",
@@ -108,6 +110,7 @@ __all__ = [
     "profile",
     "prune_",
     "quantize_",
+    "run_units",
     "save_checkpoint",
     "save_model",
     "seed_everything",

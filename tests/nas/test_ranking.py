@@ -74,3 +74,14 @@ def test_the_committed_ground_truth():
     acc = gt.column("test_accuracy")
     assert 0.1 < acc.min() < acc.max() <= 1.0 and acc.std() > 0.02  # a spread worth ranking
     assert all(r["latency_ms"] > 0 and r["params"] > 0 for r in gt.records)
+
+
+def test_train_architectures_reproduces_the_committed_ground_truth():
+    from effdl.nas import train_architectures
+    from effdl.scale import ExecutorConfig
+
+    gt = load_ground_truth()
+    smallest = min(gt.records, key=lambda r: r["macs"])
+    out = train_architectures([smallest["arch"]], executor=ExecutorConfig(threads=1), progress=False)
+    assert out.records[0]["test_accuracy"] == smallest["test_accuracy"]
+    assert out.records[0]["train_accuracy"] == smallest["train_accuracy"]

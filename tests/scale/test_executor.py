@@ -134,3 +134,19 @@ def test_bad_architecture_lists_are_refused(mnist1d):
         train_architectures(["conv8"], data=mnist1d)
     with pytest.raises(ConfigError, match="TrainConfig does not know"):
         GroundTruthConfig(recipe={"epoch": 3})
+
+
+def test_nas_train_cli_trains_resumes_and_lists_failures(tmp_path, capsys):
+    from tests.helpers import assert_refused, run_cli
+
+    out = tmp_path / "gt"
+    code, text, _ = run_cli(capsys, "nas", "train", "--arch", "c4_k3_s2_r0", "--epochs", "1", "--out", out,
+                            "--no-progress")  # fmt: skip
+    assert code == 0 and "c4_k3_s2_r0" in text and "1 trained" in text
+    record = json.loads((out / "architectures.json").read_text())["records"][0]
+    code, text, _ = run_cli(capsys, "nas", "train", "--arch", "c4_k3_s2_r0", "c4_k5_s2_r0", "--epochs", "1",
+                            "--out", out, "--no-progress")  # fmt: skip
+    assert code == 0 and "2 trained" in text
+    assert json.loads((out / "architectures.json").read_text())["records"][0] == record  # kept, not retrained
+    assert_refused(capsys, "nas", "train", "--arch", "c4_k3_s2_r0", "--scheduler", "asha", "--out", tmp_path / "a",
+                   message="runs on Ray Tune")  # fmt: skip

@@ -14,7 +14,7 @@ from effdl.data import get_dataset
 from effdl.measure import MeasureConfig
 from effdl.models import create_model
 from effdl.nas import GroundTruthConfig, sample_codes, train_architectures
-from effdl.prune import L1FilterPruneConfig
+from effdl.prune import L1FilterPruneConfig, sensitivity_analysis
 from effdl.scale import ExecutorConfig, run_trials, run_units
 from effdl.train import TrainConfig, Trainer
 from tests.scale import units
@@ -99,3 +99,30 @@ def test_asha_stops_weak_trials_and_lets_the_best_finish():
     assert out.results["q8"] == {"score": 32, "q": 8}  # the best is never below the cut
     stopped = [k for k, r in out.results.items() if r.get("stopped_early")]
     assert stopped and all(out.results[k]["score"] < 32 for k in stopped)
+
+
+def test_a_sensitivity_analysis_is_identical_on_both_backends(mnist1d):
+    torch.manual_seed(0)
+    model = create_model("test_cnn1d", channels=(16, 16))
+    Trainer(model, TrainConfig(epochs=1, lr=1e-2, batch_size=128, progress=False)).fit(mnist1d.train)
+    x = mnist1d.example_inputs(2)
+    here = sensitivity_analysis(model.eval(), mnist1d.test, x, ratios=(0.25, 0.5), executor=ExecutorConfig(threads=1))
+    remote = sensitivity_analysis(model, mnist1d.test, x, ratios=(0.25, 0.5), executor=RAY)
+    assert here.to_dict() == remote.to_dict() and len(here.curves) >= 2
+
+
+def test_the_landscape_command_runs_on_ray_with_the_same_surface(mnist1d, tmp_path, capsys):
+    from effdl.analysis import Surface
+    from effdl.models import save_model
+    from tests.helpers import run_cli
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.safetensors"
+    save_model(create_model("test_cnn1d", channels=(8, 8)), ckpt, meta={"dataset": "mnist1d"})
+    surfaces = []
+    for name, flags in {"local": ["--workers", "2"], "ray": ["--workers", "2", "--backend", "ray"]}.items():
+        args = ["--dims", 1, "--resolution", 5, "--max-examples", 200, "--no-progress", "-q", *flags]
+        code, _, err = run_cli(capsys, "landscape", "--checkpoint", ckpt, "--out", tmp_path / name, *args)
+        assert code == 0, err
+        surfaces.append(Surface.load(tmp_path / name).values)
+    assert all(np.array_equal(v, surfaces[1][k]) for k, v in surfaces[0].items())

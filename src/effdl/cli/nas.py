@@ -1,5 +1,5 @@
-"""``effdl nas score|eval|search``: zero-cost proxies, their rank correlation with trained accuracy, and
-proxy-guided search."""
+"""``effdl nas score|eval|search|train``: zero-cost proxies, their rank correlation with trained accuracy,
+proxy-guided search, and training architectures (a ground truth) locally or on Ray."""
 
 from __future__ import annotations
 
@@ -9,14 +9,23 @@ from pathlib import Path
 
 import torch
 
-from effdl.cli.common import add_log_flags, claim_out, data_options, positive_int
+from effdl.cli.common import (
+    add_log_flags,
+    add_scale_args,
+    claim_out,
+    data_options,
+    executor_config,
+    positive_int,
+)
 from effdl.core.errors import ConfigError
+from effdl.core.io import atomic_write_json
 from effdl.core.report import Report
 from effdl.core.table import format_table
 from effdl.data import get_dataset
 from effdl.measure import stack_batches
 from effdl.models import load_model
 from effdl.nas import PROXIES, SPACES, SearchConfig, evaluate_proxies, get_space, load_ground_truth, score_model
+from effdl.nas.ground_truth import GroundTruthConfig, sample_codes, train_architectures
 from effdl.nas.search import search_architectures
 from effdl.train import TrainConfig, Trainer, evaluate
 
@@ -92,6 +101,28 @@ def add_nas(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
     p.set_defaults(func=_search)
+
+    p = cmds.add_parser(
+        "train",
+        help="train architectures with the ground truth's recipe (locally or on Ray; resumable)",
+        description=(
+            "Trains each architecture (given, or sampled from --space) with the committed ground truth's recipe and "
+            "lists its accuracies; finished ones are kept in OUT, so a run stopped half-way continues. With "
+            "--scheduler asha (Ray Tune), architectures whose training accuracy lags are stopped early."
+        ),
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", nargs="+", help="architecture encodings, e.g. c16-32_k5-3_s1-2_r1")
+    which.add_argument("--count", type=positive_int, help="sample this many architectures of --space (with --seed)")
+    p.add_argument("--space", default="mnist1d_cnn", help=f"search space: {', '.join(SPACES.names())}")
+    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10, the ground truth's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (weights are seeded as in the ground truth)")
+    p.add_argument("--scheduler", default="fifo", choices=("fifo", "asha"), help="asha: stop laggards (Ray only)")
+    p.add_argument("--out", default="runs/nas-train", help="output folder (default runs/nas-train)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_scale_args(p, workers="architectures at once: processes, or Ray CPUs started here (default 1)")
+    add_log_flags(p)
+    p.set_defaults(func=_train)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -174,3 +205,24 @@ def _search(args: argparse.Namespace) -> int:
         )
         print(f"report: {Path(args.out) / 'report.json'}")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    codes = args.arch or sample_codes(args.space, args.count, args.seed)
+    config = GroundTruthConfig(space=args.space, recipe={"epochs": args.epochs}, scheduler=args.scheduler)
+    out = Path(args.out)
+    result = train_architectures(codes, config, executor=executor_config(args), out_dir=out,
+                                 progress=not args.no_progress)  # fmt: skip
+    rows = [
+        [r["arch"], "-" if "test_accuracy" not in r else f"{100 * r['test_accuracy']:.2f}%",
+         f"{100 * r['train_accuracy']:.2f}%", r.get("epochs", r.get("epoch", "")),
+         "stopped early" if r.get("stopped_early") else ""]
+        for r in result.records
+    ]  # fmt: skip
+    print(format_table(rows, ["architecture", "test accuracy", "train accuracy", "epochs", ""], align="lrrrl"))
+    atomic_write_json(out / "architectures.json", {"config": config.to_dict(), "records": result.records,
+                                                   "failures": [f.to_dict() for f in result.failures]})  # fmt: skip
+    print(f"\n{len(result.records)} trained; records: {out / 'architectures.json'}")
+    for f in result.failures:
+        print(f"failed: {f.key}: {f.error}")
+    return 1 if result.failures else 0

@@ -22,6 +22,7 @@ from effdl.data.loaders import split_validation
 from effdl.prune.graph import build_dependency_graph
 from effdl.prune.structured import StructuredPruneConfig, plan_structured
 from effdl.prune.surgery import remove_channels_
+from effdl.scale import ExecutorConfig, run_units
 
 __all__ = ["SensitivityResult", "sensitivity_analysis", "sensitivity_config"]
 
@@ -100,6 +101,7 @@ def sensitivity_analysis(
     criterion: str = "l1",
     ignore: Sequence[str] = (),
     metric: Callable[[nn.Module, Dataset], float] | None = None,
+    executor: ExecutorConfig | None = None,
     progress: bool = False,
 ) -> SensitivityResult:
     """Prunes every group alone at each of ``ratios`` (on a copy; ``model`` is unchanged) and evaluates it.
@@ -111,35 +113,55 @@ def sensitivity_analysis(
         ratios: ratios to try, each in (0, 1).
         criterion: which channels go at each ratio.
         ignore: modules kept whole.
-        metric: ``f(model, data) -> score``; default top-1 accuracy.
+        metric: ``f(model, data) -> score``; default top-1 accuracy (a module-level function on other backends).
+        executor: where the groups are evaluated, one unit per group (default: in this process); the
+            result is the same on every backend.
         progress: show a progress bar.
 
     Returns:
         A :class:`SensitivityResult`.
-    """
-    from effdl.measure.evaluation import evaluate
 
+    Raises:
+        UnitsFailedError: a group's evaluation failed (the other groups finished); the error names it.
+    """
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise ConfigError(f"ratios must each be in (0, 1), got {list(ratios)}; e.g. ratios=(0.25, 0.5, 0.75)")
-    metric = metric or (lambda m, d: evaluate(m, d)["accuracy"])
+    metric = metric or _accuracy
     graph = build_dependency_graph(model, example_inputs, ignore=ignore)
     baseline = metric(model, eval_data)
-    jobs = [(g, r) for g in graph.groups for r in ratios]
-    if progress:
-        from tqdm.auto import tqdm
+    executor = executor or ExecutorConfig()
+    in_process = executor.backend == "local" and executor.workers == 1
+    setup = {"criterion": criterion, "ignore": tuple(ignore), "ratios": tuple(ratios), "metric": metric}
+    # in this process the graph traced above is reused; workers trace their own copy of the model
+    shared = (model, eval_data, example_inputs, setup, graph if in_process else None)
+    out = run_units(_evaluate_group, {g.name: g.name for g in graph.groups}, executor, shared=shared,
+                    progress="sensitivity" if progress else None)  # fmt: skip
+    out.raise_failures("groups", "the error names the group; leave it out with ignore=[...] or fix the model")
+    log.info("sensitivity: %d groups x %d ratios, baseline %.4f", len(graph.groups), len(ratios), baseline)
+    return SensitivityResult(baseline, {k: [tuple(p) for p in v] for k, v in out.results.items() if v})
 
-        jobs = tqdm(jobs, desc="sensitivity", unit="run")
-    curves: dict[str, list[tuple[float, float]]] = {g.name: [] for g in graph.groups}
-    for group, ratio in jobs:
+
+def _accuracy(model: nn.Module, data: Dataset) -> float:
+    from effdl.measure.evaluation import evaluate
+
+    return evaluate(model, data)["accuracy"]
+
+
+def _evaluate_group(shared: tuple, name: str) -> list[tuple[float, float]]:
+    """One unit of :func:`sensitivity_analysis`: the group ``name`` pruned alone at each ratio, evaluated."""
+    model, eval_data, example_inputs, setup, graph = shared
+    if graph is None:
+        graph = build_dependency_graph(model, example_inputs, ignore=setup["ignore"])
+    curve = []
+    for ratio in setup["ratios"]:
         trial = copy.deepcopy(model)
-        cfg = StructuredPruneConfig(criterion=criterion, ratio=0.0, per_layer={re.escape(group.name): ratio})
+        cfg = StructuredPruneConfig(criterion=setup["criterion"], ratio=0.0, per_layer={re.escape(name): ratio})
         _, plan = plan_structured(trial, cfg, example_inputs, graph=graph)
         if plan.num_removed == 0:
             continue
         remove_channels_(trial, plan)
-        curves[group.name].append((ratio, metric(trial, eval_data)))
-    log.info("sensitivity: %d groups x %d ratios, baseline %.4f", len(graph.groups), len(ratios), baseline)
-    return SensitivityResult(baseline, {k: v for k, v in curves.items() if v})
+        curve.append((ratio, setup["metric"](trial, eval_data)))
+    return curve
 
 
 def sensitivity_config(

@@ -144,6 +144,7 @@ class UnitResults:
 
 _OK, _ERROR = "ok", "error"
 _SHARED: dict[str, Any] = {}  # digest -> unpickled shared object, per worker process
+_STARTED_LOCAL_RAY: list[bool] = []  # non-empty once this process has started a local Ray instance
 
 
 def _call(fn: Callable, shared: Any, key: str, unit: Any) -> tuple[str, Any]:
@@ -172,9 +173,15 @@ def _pool_call(fn: Callable, digest: str, key: str, unit: Any, started: str) -> 
     return _call(fn, _SHARED[digest], key, unit)
 
 
-def _ray_call(fn: Callable, payload: bytes, digest: str, threads: int, key: str, unit: Any) -> tuple[str, Any]:
+def _ray_call(fn: Callable, refs: list, digest: str, threads: int, key: str, unit: Any) -> tuple[str, Any]:
+    # the shared object's reference comes inside a list, so Ray does not fetch it for every task: a worker
+    # fetches and unpickles it once, then reuses it for the next units of the run
     torch.set_num_threads(threads)
-    return _call(fn, _shared_from(payload, digest), key, unit)
+    if digest not in _SHARED:
+        import ray
+
+        _shared_from(ray.get(refs[0]), digest)
+    return _call(fn, _SHARED[digest], key, unit)
 
 
 # --- the backends ---------------------------------------------------------------------------------------------
@@ -318,8 +325,17 @@ def ray_session(config: ExecutorConfig):
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False, "runtime_env": config.runtime_env}
     if address is None:
         kwargs.update(num_cpus=config.workers, include_dashboard=False)
+    if address is not None and _STARTED_LOCAL_RAY:
+        log.warning(
+            "joining the Ray cluster at %s from a process that ran a local Ray instance before: with Ray 2.60, "
+            "tasks may then fail to fetch this process's objects (OwnerDiedError); join clusters from a fresh "
+            "process",
+            address,
+        )
     log.info("starting Ray (%s)", f"joining {address}" if address else f"locally, {config.workers} CPU(s)")
     ray.init(address=address, **kwargs)
+    if address is None:
+        _STARTED_LOCAL_RAY.append(True)
     return ray, True
 
 
@@ -343,7 +359,7 @@ def _run_ray(fn, units: dict, config: ExecutorConfig, shared: Any, finish: Calla
         )
         ref = ray.put(payload)
         threads = config.unit_threads()
-        pending = {remote.remote(fn, ref, digest, threads, k, u): k for k, u in units.items()}
+        pending = {remote.remote(fn, [ref], digest, threads, k, u): k for k, u in units.items()}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for obj in done:

@@ -1,7 +1,8 @@
 """Trials: named runs with their own settings (the points of a sweep, the architectures of a search) that report
 metrics as they go. On the local backend they are units of :func:`~effdl.scale.run_units`; on Ray they are Ray Tune
 trials, with resources per trial, an optional early-stopping scheduler, and an experiment folder from which a
-sweep whose driver died continues without running its finished trials again.
+sweep whose driver died continues without running its finished trials again (or plain Ray tasks where neither a
+scheduler nor an experiment folder is asked for).
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def run_trials(
         config: backend and resources; on Ray each trial gets ``cpus_per_unit`` CPUs.
         shared: one object every trial reads (model, data), sent once.
         storage: Ray Tune's experiment folder; an unfinished experiment found there is continued (its finished
-            trials are not run again). None: a temporary folder, removed afterwards (the caller keeps its own
-            record of finished trials).
+            trials are not run again). None: the caller keeps its own record of finished trials; then trials
+            with the ``fifo`` scheduler run as Ray tasks, and with ``asha`` in a temporary Tune folder.
         scheduler: ``fifo`` (run every trial to the end) or ``asha`` (asynchronous successive halving on
             ``metric``: Ray only; a trial stopped early returns its last reported metrics with
             ``"stopped_early": True``).
@@ -99,9 +100,11 @@ def run_trials(
     check_choice("mode", mode, ("max", "min"))
     if scheduler != "fifo" and metric is None:
         raise ConfigError(f"scheduler={scheduler!r} compares trials on a metric; pass metric='accuracy' (say)")
-    if config.backend != "ray":
-        if scheduler != "fifo":
-            raise ConfigError(f"scheduler={scheduler!r} runs on Ray Tune; use backend='ray' or scheduler='fifo'")
+    if config.backend != "ray" and scheduler != "fifo":
+        raise ConfigError(f"scheduler={scheduler!r} runs on Ray Tune; use backend='ray' or scheduler='fifo'")
+    if config.backend != "ray" or (scheduler == "fifo" and storage is None):
+        # nothing for Tune to do (no early stopping, no experiment to restore): plain units, which on Ray are
+        # tasks on reused worker processes instead of one new trial actor (a fresh interpreter) per trial
         units = {key: (fn, params) for key, params in trials.items()}
         return run_units(_local_trial, units, config, shared=shared, on_result=on_result, progress=progress)
     how = (scheduler, metric, mode, max_steps)
@@ -158,7 +161,8 @@ def _run_tune(fn, trials: dict, config: ExecutorConfig, shared: Any, storage: Pa
             tuner = tune.Tuner(
                 trainable,
                 param_space={"key": tune.grid_search(list(trials))},
-                tune_config=tune.TuneConfig(scheduler=sched),
+                # trials reuse their actors (one interpreter per CPU, not one per trial)
+                tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name="experiment",
                     storage_path=str(storage),
@@ -166,8 +170,14 @@ def _run_tune(fn, trials: dict, config: ExecutorConfig, shared: Any, storage: Pa
                     failure_config=tune.FailureConfig(max_failures=config.retries),
                 ),
             )
-        with contextlib.redirect_stdout(io.StringIO()) as text:  # Tune prints its status tables; the library logs
-            grid = tuner.fit()
+        tune_log = logging.getLogger("ray.tune")
+        level = tune_log.level
+        tune_log.setLevel(max(level, logging.WARNING))  # Tune's progress lines at INFO; ours say what matters
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as text:  # Tune prints its status tables
+                grid = tuner.fit()
+        finally:
+            tune_log.setLevel(level)
         log.debug("Ray Tune: %s", text.getvalue())
         return _collect(grid, trials, on_result)
     finally:
