@@ -12,38 +12,44 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import TensorDataset
 
-from effdl.analysis import LandscapeConfig, loss_surface
+from effdl.analysis import Surface
 from effdl.compress import Recipe
 from effdl.data import get_dataset
 from effdl.models import create_model, save_model
 from effdl.prune import L1FilterPruneConfig
-from effdl.scale import ExecutorConfig, local_cluster, run_units
+from effdl.scale import local_cluster
 from effdl.train import TrainConfig, Trainer
-from tests.scale import units
 
 pytestmark = pytest.mark.slow
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def test_two_nodes_on_loopback_run_a_landscape_grid_end_to_end():
-    import ray
-
+def test_two_nodes_on_loopback_run_a_landscape_grid_end_to_end(tmp_path):
+    # the drivers are separate processes, as on a real cluster; they inherit the cluster's authentication mode
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    data = {"train": TensorDataset(torch.randn(64, 6), torch.randint(0, 3, (64,)))}
-    cfg = LandscapeConfig(dims=2, resolution=7, splits=("train",), ignore="none", workers=2, progress=False)
-    local = loss_surface(net, data, cfg)
-    assert not ray.is_initialized()
+    ckpt = tmp_path / "m.safetensors"
+    save_model(create_model("test_cnn1d", channels=(8, 8)), ckpt, meta={"dataset": "mnist1d"})
+    args = ["--dims", "2", "--resolution", "5", "--max-examples", "200", "--workers", "2", "--no-progress", "-q"]
+    local = subprocess.run([sys.executable, "-m", "effdl", "landscape", "--checkpoint", str(ckpt), "--out",
+                            str(tmp_path / "local"), *args], capture_output=True, text=True, check=False)  # fmt: skip
+    assert local.returncode == 0, local.stderr[-2000:]
+    nodes = (
+        "import sys; from effdl.scale import ExecutorConfig, run_units; from tests.scale import units; "
+        "out = run_units(units.node_of, {str(i): i for i in range(6)}, ExecutorConfig(backend='ray', "
+        f"address=sys.argv[1], runtime_env={{'env_vars': {{'PYTHONPATH': {ROOT!r}}}}}), shared=0.5); "
+        "print('NODES', len({n for n, _ in out.results.values()}), len(out.failures))"
+    )
     with local_cluster(2) as address:
-        remote = loss_surface(net, data, cfg.replace(backend="ray", address=address))
-        where = run_units(units.node_of, {str(i): i for i in range(6)}, ExecutorConfig(backend="ray", address=address,
-                      runtime_env={"env_vars": {"PYTHONPATH": ROOT}}), shared=0.5)  # fmt: skip
-    for key, values in local.values.items():
-        assert np.array_equal(values, remote.values[key]), key
-    assert where.failures == [] and len({node for node, _ in where.results.values()}) == 2  # both nodes worked
+        remote = subprocess.run([sys.executable, "-m", "effdl", "landscape", "--checkpoint", str(ckpt), "--out",
+                                 str(tmp_path / "ray"), *args, "--backend", "ray", "--ray-address", address],
+                                capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+        where = subprocess.run([sys.executable, "-c", nodes, address], capture_output=True, text=True, check=False,
+                               timeout=600, cwd=ROOT)  # fmt: skip
+    assert remote.returncode == 0, remote.stderr[-2000:]
+    a, b = Surface.load(tmp_path / "local").values, Surface.load(tmp_path / "ray").values
+    assert set(a) == set(b) and all(np.array_equal(v, b[k]) for k, v in a.items())
+    assert "NODES 2 0" in where.stdout, where.stderr[-2000:]  # both nodes ran units, none failed
 
 
 def _sweep_cmd(tmp_path: Path) -> list[str]:

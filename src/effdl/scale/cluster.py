@@ -44,9 +44,10 @@ def _ray_cli() -> str:
 def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, timeout_s: float = 120.0) -> Iterator[str]:
     """Starts a Ray head and ``nodes - 1`` worker nodes on 127.0.0.1 with ``ray start`` (separate processes, as
     on separate machines), yields the address to join (``ExecutorConfig(backend="ray", address=...)``), and stops
-    exactly these processes afterwards (other Ray instances on the machine are left alone). The nodes listen on
-    loopback only and run without Ray's token authentication (``RAY_AUTH_MODE=disabled``), so that any local
-    driver joins them as it would a plain ``ray.init(address=...)``; a real cluster sets its own authentication.
+    exactly these processes afterwards (other Ray instances on the machine are left alone). The nodes and the
+    drivers that join them must agree on Ray's authentication: the cluster uses this process's
+    ``RAY_AUTH_MODE`` (``token`` after a local ``ray.init()``, which sets it) or none (``disabled``), and sets
+    it in this process's environment while it is up, so drivers started meanwhile inherit it.
 
     Example (not run here: it starts Ray):
         >>> with local_cluster(2) as address:  # doctest: +SKIP
@@ -61,6 +62,11 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, timeout_s: float = 
     common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", f"--temp-dir={temp}",
               "--disable-usage-stats"]  # fmt: skip
     groups: list[int] = []
+    # one authentication mode for the nodes and every driver: the one this process already uses (a local
+    # ray.init() sets RAY_AUTH_MODE=token here), else none; drivers started while the cluster is up inherit it
+    mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
+    old_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = mode
     try:
         _start([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common], timeout_s, groups)
         for _ in range(nodes - 1):
@@ -70,13 +76,13 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, timeout_s: float = 
     finally:
         _stop(groups)
         shutil.rmtree(temp, ignore_errors=True)
+        if old_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
 
 
 def _start(cmd: list[str], timeout_s: float, groups: list[int]) -> None:
     # a session of its own: every daemon `ray start` leaves behind stays in its process group, which _stop kills
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env=env)  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     groups.append(proc.pid)
     try:
         out, _ = proc.communicate(timeout=timeout_s)

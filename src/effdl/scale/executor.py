@@ -144,7 +144,6 @@ class UnitResults:
 
 _OK, _ERROR = "ok", "error"
 _SHARED: dict[str, Any] = {}  # digest -> unpickled shared object, per worker process
-_STARTED_LOCAL_RAY: list[bool] = []  # non-empty once this process has started a local Ray instance
 
 
 def _call(fn: Callable, shared: Any, key: str, unit: Any) -> tuple[str, Any]:
@@ -325,17 +324,8 @@ def ray_session(config: ExecutorConfig):
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False, "runtime_env": config.runtime_env}
     if address is None:
         kwargs.update(num_cpus=config.workers, include_dashboard=False)
-    if address is not None and _STARTED_LOCAL_RAY:
-        log.warning(
-            "joining the Ray cluster at %s from a process that ran a local Ray instance before: with Ray 2.60, "
-            "tasks may then fail to fetch this process's objects (OwnerDiedError); join clusters from a fresh "
-            "process",
-            address,
-        )
     log.info("starting Ray (%s)", f"joining {address}" if address else f"locally, {config.workers} CPU(s)")
     ray.init(address=address, **kwargs)
-    if address is None:
-        _STARTED_LOCAL_RAY.append(True)
     return ray, True
 
 
