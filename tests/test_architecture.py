@@ -32,6 +32,7 @@ LAYERS = {
     "unlearn": 3,
     "adaptive": 3,
     "federated": 3,
+    "fewshot": 3,
     "cli": 4,
     "__main__": 4,
 }

@@ -11,6 +11,8 @@ from effdl.data import cifar, digits, mnist, mnist1d, text  # noqa: F401  (regis
 from effdl.data.base import DATASETS, DatasetSplits, cache_dir, dataset_fingerprint, get_dataset, list_datasets
 from effdl.data.cifar import load_cifar10
 from effdl.data.digits import load_digits
+from effdl.data.episodes import Episode, EpisodeDataset, EpisodeSampler
+from effdl.data.glyphs import Glyphs, GlyphSplit, load_glyphs
 from effdl.data.loaders import EpochSampler, calibration_subset, make_loader, split_validation
 from effdl.data.mnist import load_fashion_mnist, load_mnist, read_idx
 from effdl.data.mnist1d import load_mnist1d
@@ -19,7 +21,12 @@ from effdl.data.text import decode_bytes, encode_bytes, load_pysource
 __all__ = [
     "DATASETS",
     "DatasetSplits",
+    "Episode",
+    "EpisodeDataset",
+    "EpisodeSampler",
     "EpochSampler",
+    "GlyphSplit",
+    "Glyphs",
     "cache_dir",
     "calibration_subset",
     "dataset_fingerprint",
@@ -30,6 +37,7 @@ __all__ = [
     "load_cifar10",
     "load_digits",
     "load_fashion_mnist",
+    "load_glyphs",
     "load_mnist",
     "load_mnist1d",
     "load_pysource",

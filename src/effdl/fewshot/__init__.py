@@ -1,0 +1,28 @@
+"""Few-shot learning: meta-learners (ProtoNet, R2-D2) on the Conv-4 backbone, episodic training in the one
+training loop, and evaluation over many held-out episodes with 95% confidence intervals. The embedded data is
+:func:`effdl.data.load_glyphs` (Omniglot-like glyphs rendered from matplotlib's fonts); episodes come from
+:class:`effdl.data.EpisodeSampler`, which works with any labelled dataset."""
+
+from effdl.fewshot.learner import (
+    HEADS,
+    EpisodeScore,
+    FewShotConfig,
+    MetaLearner,
+    R2D2Head,
+    conv4,
+    evaluate_episodes,
+    prototype_logits,
+    train_meta_learner,
+)
+
+__all__ = [
+    "HEADS",
+    "EpisodeScore",
+    "FewShotConfig",
+    "MetaLearner",
+    "R2D2Head",
+    "conv4",
+    "evaluate_episodes",
+    "prototype_logits",
+    "train_meta_learner",
+]

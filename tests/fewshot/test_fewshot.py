@@ -1,0 +1,112 @@
+"""Few-shot learning: the glyph dataset, the episode sampler, the heads against direct computations, exact resume,
+and a smoke run of training and evaluation."""
+
+import pytest
+import torch
+
+from effdl.core.errors import ConfigError, UnknownNameError
+from effdl.data import EpisodeDataset, EpisodeSampler, load_glyphs
+from effdl.fewshot import FewShotConfig, MetaLearner, R2D2Head, evaluate_episodes, prototype_logits, train_meta_learner
+from tests.helpers import Crash, CrashAt
+
+SMALL = {"instances": 4, "alphabets": ("GREEK", "CYRILLIC", "HEBREW", "ARMENIAN"), "max_per_alphabet": 12}
+
+
+@pytest.fixture(scope="module")
+def glyphs():
+    return load_glyphs(**SMALL)
+
+
+def test_the_glyph_dataset_is_identical_for_a_seed_and_splits_by_alphabet(glyphs):
+    again = load_glyphs(**SMALL, cache=False)
+    for split in ("train", "val", "test"):
+        a, b = glyphs.split(split), again.split(split)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.chars == b.chars
+    other = load_glyphs(**SMALL, seed=1, cache=False)
+    assert not torch.equal(other.train.images[:4], glyphs.train.images[:4])
+    alphabets = [set(glyphs.split(s).alphabets) for s in ("train", "val", "test")]
+    assert all(a for a in alphabets) and not (alphabets[0] & alphabets[1] or alphabets[0] & alphabets[2]
+                                              or alphabets[1] & alphabets[2])  # fmt: skip
+    x = glyphs.train.images
+    assert x.shape[1:] == (1, 28, 28) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert len(glyphs.train.labels) == glyphs.train.num_classes * 4
+    with pytest.raises(ConfigError, match="unknown alphabets"):
+        load_glyphs(alphabets=("KLINGON", "GREEK", "HEBREW"), cache=False)
+
+
+def test_episodes_have_exactly_n_times_k_plus_q_examples_of_the_allowed_classes_only():
+    labels = torch.arange(30).repeat_interleave(6)  # 30 classes, 6 examples each
+    train_classes = set(range(20))
+    sampler = EpisodeSampler(labels, n_way=5, k_shot=2, n_query=3, seed=4, classes=sorted(train_classes))
+    for i in range(200):
+        e = sampler.episode(i)
+        idx = e.support + e.query
+        assert len(e.support) == 5 * 2 and len(e.query) == 5 * 3 and len(set(idx)) == 5 * (2 + 3)
+        assert {int(labels[j]) for j in idx} <= train_classes  # never a test class
+        assert [int(labels[j]) for j in e.support] == [c for c in e.classes for _ in range(2)]  # class by class
+        assert [int(labels[j]) for j in e.query] == [c for c in e.classes for _ in range(3)]
+    assert sampler.episode(7) == EpisodeSampler(labels, n_way=5, k_shot=2, n_query=3, seed=4,
+                                                classes=sorted(train_classes)).episode(7)  # fmt: skip
+    with pytest.raises(ConfigError, match="need 5 classes with at least 8 examples, found 0"):
+        EpisodeSampler(labels, n_way=5, k_shot=4, n_query=4)
+    ds = EpisodeDataset(torch.randn(180, 1, 2, 2), labels, sampler, length=3)
+    x, y = ds[1]
+    assert x.shape == (25, 1, 2, 2) and y.tolist() == [c for c in range(5) for _ in range(3)]
+
+
+def test_prototype_logits_match_a_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    support, query = torch.randn(3 * 4, 5, generator=g), torch.randn(7, 5, generator=g)
+    logits = prototype_logits(support, query, 3)
+    for q in range(7):
+        for c in range(3):
+            proto = support[4 * c : 4 * c + 4].mean(dim=0)
+            assert logits[q, c].item() == pytest.approx(-float(((query[q] - proto) ** 2).sum()), rel=1e-5)
+
+
+def test_the_r2d2_head_equals_the_primal_ridge_regression():
+    g = torch.Generator().manual_seed(1)
+    support, query = torch.randn(3 * 2, 8, generator=g, dtype=torch.float64), torch.randn(4, 8, generator=g,
+                                                                                          dtype=torch.float64)
+    head = R2D2Head().double()
+    with torch.no_grad():
+        head.log_lambda.fill_(0.5)
+        head.alpha.fill_(2.0)
+        head.beta.fill_(0.1)
+    y = torch.nn.functional.one_hot(torch.arange(3).repeat_interleave(2), 3).double()
+    w = torch.linalg.solve(support.T @ support + torch.exp(torch.tensor(0.5)) * torch.eye(8, dtype=torch.float64),
+                           support.T @ y)  # (D, N): (X^T X + lambda I)^-1 X^T Y  # fmt: skip
+    torch.testing.assert_close(head(support, query, 3), 2.0 * query @ w + 0.1)
+
+
+def test_a_killed_training_resumes_exactly(glyphs, tmp_path):
+    x, y = glyphs.train.images, glyphs.train.labels
+    cfg = FewShotConfig(n_way=5, k_shot=1, n_query=2, episodes=6, checkpoint_every=2)
+    full = train_meta_learner(x, y, cfg)
+    with pytest.raises(Crash):
+        train_meta_learner(x, y, cfg, callbacks=[CrashAt(3)], out_dir=tmp_path)
+    resumed = train_meta_learner(x, y, cfg, out_dir=tmp_path, resume=True)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+
+
+def test_training_then_evaluating_on_held_out_alphabets_beats_chance(glyphs):
+    test = glyphs.test
+    before = evaluate_episodes(MetaLearner(), test.images, test.labels, n_way=5, k_shot=1, n_query=3, episodes=40)
+    cfg = FewShotConfig(n_way=10, k_shot=1, n_query=3, episodes=60)
+    model = train_meta_learner(glyphs.train.images, glyphs.train.labels, cfg)
+    after = evaluate_episodes(model, test.images, test.labels, n_way=5, k_shot=1, n_query=3, episodes=40)
+    # the same 40 episodes before and after 60 training episodes (46.7% -> 56.7% when written; chance 20%)
+    assert after.accuracy > 0.4 and after.accuracy > before.accuracy + 0.05
+    assert 0 < after.ci95 < 0.2 and after.episodes == 40
+    with pytest.raises(UnknownNameError, match=r"unknown few-shot head 'maml'; valid few-shot heads: proto, r2d2"):
+        FewShotConfig(head="maml")
+
+
+@pytest.mark.slow
+def test_the_full_glyph_dataset_has_over_a_thousand_classes_split_by_alphabet():
+    g = load_glyphs()
+    assert g.train.num_classes + g.val.num_classes + g.test.num_classes >= 1000
+    alphabets = [set(g.split(s).alphabets) for s in ("train", "val", "test")]
+    assert len(set.union(*alphabets)) == sum(len(a) for a in alphabets)  # no alphabet in two splits
+    assert g.test.num_classes >= 200 and len(alphabets[2]) >= 3
