@@ -110,3 +110,26 @@ def test_the_full_glyph_dataset_has_over_a_thousand_classes_split_by_alphabet():
     alphabets = [set(g.split(s).alphabets) for s in ("train", "val", "test")]
     assert len(set.union(*alphabets)) == sum(len(a) for a in alphabets)  # no alphabet in two splits
     assert g.test.num_classes >= 200 and len(alphabets[2]) >= 3
+
+
+def test_the_fewshot_commands_train_resume_and_evaluate(tmp_path, capsys, monkeypatch):
+    from effdl.cli import fewshot as cli
+    from tests.helpers import assert_refused, run_cli
+
+    monkeypatch.setattr(cli, "load_glyphs", lambda: load_glyphs(**SMALL))  # the small set, for speed
+    out = tmp_path / "run"
+    code, text, err = run_cli(capsys, "fewshot", "train", "--way", 5, "--query", 2, "--episodes", 4, "--out", out,
+                              "--no-progress", "-q")  # fmt: skip
+    assert code == 0, err
+    assert "validation alphabets, 5-way 1-shot" in text and (out / "model.safetensors").exists()
+    first = (out / "model.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "fewshot", "train", "--way", 5, "--query", 2, "--episodes", 4, "--out", out,
+                           "--no-progress", "-q", "--resume")  # fmt: skip
+    assert code == 0, err
+    assert (out / "model.safetensors").read_bytes() == first  # a finished run resumed is the same model
+    code, text, err = run_cli(capsys, "fewshot", "eval", "--run", out, "--shots", "1,2", "--query", 2, "--episodes",
+                              20, "-q")  # fmt: skip
+    assert code == 0, err
+    assert "5-way 1-shot" in text and "5-way 2-shot" in text and (out / "eval_test.json").exists()
+    assert_refused(capsys, "fewshot", "eval", "--run", out, "--shots", "one", message="--shots takes")
+    assert_refused(capsys, "fewshot", "eval", "--run", tmp_path / "nothing", message="nothing")

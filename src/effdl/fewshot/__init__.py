@@ -11,7 +11,9 @@ from effdl.fewshot.learner import (
     R2D2Head,
     conv4,
     evaluate_episodes,
+    load_meta_learner,
     prototype_logits,
+    save_meta_learner,
     train_meta_learner,
 )
 
@@ -23,6 +25,8 @@ __all__ = [
     "R2D2Head",
     "conv4",
     "evaluate_episodes",
+    "load_meta_learner",
     "prototype_logits",
+    "save_meta_learner",
     "train_meta_learner",
 ]

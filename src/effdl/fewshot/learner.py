@@ -10,13 +10,16 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effdl.core.checkpoint import load_checkpoint, save_checkpoint
 from effdl.core.config import Config, check_range
+from effdl.core.errors import CheckpointError
 from effdl.core.registry import Registry
 from effdl.data.episodes import EpisodeDataset, EpisodeSampler
 from effdl.train import Callback, TrainConfig, Trainer
@@ -29,7 +32,9 @@ __all__ = [
     "R2D2Head",
     "conv4",
     "evaluate_episodes",
+    "load_meta_learner",
     "prototype_logits",
+    "save_meta_learner",
     "train_meta_learner",
 ]
 
@@ -267,3 +272,32 @@ def evaluate_episodes(
     acc = torch.tensor(accs, dtype=torch.float64)
     ci = 1.96 * float(acc.std(unbiased=True)) / math.sqrt(len(accs)) if len(accs) > 1 else float("nan")
     return EpisodeScore(accuracy=float(acc.mean()), ci95=ci, episodes=len(accs))
+
+
+def save_meta_learner(model: MetaLearner, path: str | os.PathLike, config: FewShotConfig | None = None) -> Path:
+    """Saves ``model`` (weights, head, episode layout, and the training config) as safetensors, atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = save_meta_learner(MetaLearner(head="r2d2"), pathlib.Path(tempfile.mkdtemp()) / "m.safetensors")
+        >>> load_meta_learner(p).head.__class__.__name__
+        'R2D2Head'
+    """
+    head = next((name for name in HEADS.names() if isinstance(model.head, HEADS.get(name))), None)
+    meta = {"kind": "meta-learner", "head": head, "n_way": model.n_way, "k_shot": model.k_shot,
+            "config": config.to_dict() if config is not None else None}  # fmt: skip
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+def load_meta_learner(path: str | os.PathLike, *, backbone: nn.Module | None = None) -> MetaLearner:
+    """Loads a model saved by :func:`save_meta_learner` (pass ``backbone`` when it was not Conv-4)."""
+    tensors, meta = load_checkpoint(path)
+    if meta.get("kind") != "meta-learner" or meta.get("head") is None:
+        raise CheckpointError(f"{path} is not a meta-learner saved by effdl (save_meta_learner); got meta {meta}")
+    model = MetaLearner(backbone, meta["head"], n_way=meta["n_way"], k_shot=meta["k_shot"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit the backbone ({exc}); pass the backbone it was trained with")\
+            from None
+    return model.eval()

@@ -49,9 +49,10 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, *, timeout_s: float = 
     ``RAY_AUTH_MODE`` (``token`` after a local ``ray.init()``, which sets it) or none (``disabled``), and sets
     it in this process's environment while it is up, so drivers started meanwhile inherit it.
 
-    Example (not run here: it starts Ray):
-        >>> with local_cluster(2) as address:  # doctest: +SKIP
-        ...     run_units(fn, units, ExecutorConfig(backend="ray", address=address))
+    Example (starts Ray, so not a doctest)::
+
+        with local_cluster(2) as address:
+            run_units(fn, units, ExecutorConfig(backend="ray", address=address))
     """
     check_range("nodes", nodes, 1, hint="use nodes=2 (a head and one worker)")
     check_range("cpus_per_node", cpus_per_node, 1, hint="use cpus_per_node=1")
