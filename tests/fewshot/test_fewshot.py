@@ -6,7 +6,19 @@ import torch
 
 from effdl.core.errors import ConfigError, UnknownNameError
 from effdl.data import EpisodeDataset, EpisodeSampler, load_glyphs
-from effdl.fewshot import FewShotConfig, MetaLearner, R2D2Head, evaluate_episodes, prototype_logits, train_meta_learner
+from effdl.fewshot import (
+    ClassicalConfig,
+    ClusteringRegularizer,
+    FewShotConfig,
+    MetaLearner,
+    R2D2Head,
+    clustering_ratio,
+    embed,
+    evaluate_episodes,
+    prototype_logits,
+    train_classical,
+    train_meta_learner,
+)
 from tests.helpers import Crash, CrashAt
 
 SMALL = {"instances": 4, "alphabets": ("GREEK", "CYRILLIC", "HEBREW", "ARMENIAN"), "max_per_alphabet": 12}
@@ -133,3 +145,26 @@ def test_the_fewshot_commands_train_resume_and_evaluate(tmp_path, capsys, monkey
     assert "5-way 1-shot" in text and "5-way 2-shot" in text and (out / "eval_test.json").exists()
     assert_refused(capsys, "fewshot", "eval", "--run", out, "--shots", "one", message="--shots takes")
     assert_refused(capsys, "fewshot", "eval", "--run", tmp_path / "nothing", message="nothing")
+
+
+def test_the_clustering_ratio_matches_a_direct_computation_and_is_scale_free():
+    g = torch.Generator().manual_seed(2)
+    feats, labels = torch.randn(12, 3, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2] * 4)
+    means = torch.stack([feats[labels == c].mean(0) for c in range(3)])
+    within = sum(float(((feats[labels == c] - means[c]) ** 2).sum()) for c in range(3)) / 12
+    between = float(((means - means.mean(0)) ** 2).sum()) / 3
+    assert float(clustering_ratio(feats, labels)) == pytest.approx(within / between, rel=1e-12)
+    assert float(clustering_ratio(5 * feats + 1, labels)) == pytest.approx(within / between, rel=1e-9)
+
+
+def test_the_clustering_regularizer_adds_its_term_and_tightens_the_training_classes(glyphs):
+    x, y = glyphs.train.images, glyphs.train.labels
+    cfg = ClassicalConfig(steps=30, classes=8, per_class=3)
+    plain = train_classical(x, y, cfg)
+    tight = train_classical(x, y, cfg.replace(cluster_weight=5.0))
+    ratio = {name: float(clustering_ratio(embed(m.backbone, x), y)) for name, m in (("plain", plain), ("tight", tight))}
+    assert ratio["tight"] < ratio["plain"]
+    reg = ClusteringRegularizer(weight=2.0)
+    reg._features = torch.tensor([[0.0], [0.2], [4.0], [4.2]])
+    batch = (None, torch.tensor([[0, 0, 1, 1]]))
+    assert float(reg.on_loss(None, batch, None, torch.tensor(1.0))) == pytest.approx(1.0 + 2.0 * 0.0025)

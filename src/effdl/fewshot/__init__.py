@@ -3,6 +3,13 @@ training loop, and evaluation over many held-out episodes with 95% confidence in
 :func:`effdl.data.load_glyphs` (Omniglot-like glyphs rendered from matplotlib's fonts); episodes come from
 :class:`effdl.data.EpisodeSampler`, which works with any labelled dataset."""
 
+from effdl.fewshot.clustering import (
+    ClassicalConfig,
+    ClusteringRegularizer,
+    clustering_ratio,
+    embed,
+    train_classical,
+)
 from effdl.fewshot.learner import (
     HEADS,
     EpisodeScore,
@@ -19,14 +26,19 @@ from effdl.fewshot.learner import (
 
 __all__ = [
     "HEADS",
+    "ClassicalConfig",
+    "ClusteringRegularizer",
     "EpisodeScore",
     "FewShotConfig",
     "MetaLearner",
     "R2D2Head",
+    "clustering_ratio",
     "conv4",
+    "embed",
     "evaluate_episodes",
     "load_meta_learner",
     "prototype_logits",
     "save_meta_learner",
+    "train_classical",
     "train_meta_learner",
 ]
