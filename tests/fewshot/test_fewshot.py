@@ -7,6 +7,8 @@ import torch
 from effdl.core.errors import ConfigError, UnknownNameError
 from effdl.data import EpisodeDataset, EpisodeSampler, load_glyphs
 from effdl.fewshot import (
+    AugmentConfig,
+    AugmentedEpisodes,
     ClassicalConfig,
     ClusteringRegularizer,
     FewShotConfig,
@@ -15,6 +17,7 @@ from effdl.fewshot import (
     clustering_ratio,
     embed,
     evaluate_episodes,
+    maxup_loss,
     prototype_logits,
     train_classical,
     train_meta_learner,
@@ -168,3 +171,50 @@ def test_the_clustering_regularizer_adds_its_term_and_tightens_the_training_clas
     reg._features = torch.tensor([[0.0], [0.2], [4.0], [4.2]])
     batch = (None, torch.tensor([[0, 0, 1, 1]]))
     assert float(reg.on_loss(None, batch, None, torch.tensor(1.0))) == pytest.approx(1.0 + 2.0 * 0.0025)
+
+
+def _episodes(n_way=3, k_shot=2, n_query=2):
+    g = torch.Generator().manual_seed(3)
+    images, labels = torch.rand(40, 1, 8, 8, generator=g), torch.arange(8).repeat_interleave(5)
+    sampler = EpisodeSampler(labels, n_way=n_way, k_shot=k_shot, n_query=n_query, seed=1)
+    return EpisodeDataset(images, labels, sampler, length=4)
+
+
+def test_support_and_query_augmentations_touch_only_their_part_and_are_seeded():
+    base = _episodes()
+    x, _ = base[0]
+    sup, _ = AugmentedEpisodes(base, AugmentConfig(support=("cutout",)))[0]
+    qry, _ = AugmentedEpisodes(base, AugmentConfig(query=("cutout",)))[0]
+    assert torch.equal(sup[6:], x[6:]) and not torch.equal(sup[:6], x[:6])  # 3-way 2-shot: 6 support images
+    assert torch.equal(qry[:6], x[:6]) and not torch.equal(qry[6:], x[6:])
+    assert torch.equal(qry, AugmentedEpisodes(base, AugmentConfig(query=("cutout",)))[0][0])  # same seed, same
+    versions, y = AugmentedEpisodes(base, AugmentConfig(query=("cutout", "shift"), maxup=4))[0]
+    assert versions.shape == (4, 12, 1, 8, 8) and y.shape == (4, 6)
+    assert len({versions[j].sum().item() for j in range(4)}) == 4  # four different versions
+
+
+def test_task_rotation_turns_all_images_of_a_class_by_the_same_multiple_of_90_degrees():
+    base = _episodes()
+    x, _ = base[1]
+    out, _ = AugmentedEpisodes(base, AugmentConfig(task_rotation=1.0))[1]
+    support, query = x[:6].reshape(3, 2, 1, 8, 8), x[6:].reshape(3, 2, 1, 8, 8)
+    r_support, r_query = out[:6].reshape(3, 2, 1, 8, 8), out[6:].reshape(3, 2, 1, 8, 8)
+    for c in range(3):
+        ks = [k for k in (1, 2, 3) if torch.equal(torch.rot90(support[c], k, dims=(-2, -1)), r_support[c])]
+        assert len(ks) == 1 and torch.equal(torch.rot90(query[c], ks[0], dims=(-2, -1)), r_query[c])
+
+
+def test_maxup_takes_the_worst_version_and_trains():
+    g = torch.Generator().manual_seed(4)
+    logits, targets = torch.randn(2, 3, 4, 5, generator=g), torch.randint(0, 3, (2, 4, 5), generator=g)
+    per_version = torch.stack([torch.stack([torch.nn.functional.cross_entropy(logits[b, :, j].T, targets[b, j])
+                                            for j in range(4)]) for b in range(2)])  # fmt: skip
+    assert float(maxup_loss(logits, targets)) == pytest.approx(float(per_version.max(dim=1).values.mean()), rel=1e-6)
+    model = MetaLearner(n_way=3, k_shot=2)
+    assert model(torch.rand(2, 4, 12, 1, 28, 28)).shape == (2, 3, 4, 6)
+    x, y = torch.rand(40, 1, 28, 28, generator=g), torch.arange(8).repeat_interleave(5)
+    trained = train_meta_learner(x, y, FewShotConfig(n_way=3, n_query=2, episodes=2),
+                                 augment=AugmentConfig(query=("self-mix",), maxup=2))  # fmt: skip
+    assert trained.n_way == 3
+    with pytest.raises(UnknownNameError, match="unknown episode augmentation 'mixup'"):
+        AugmentConfig(query=("mixup",))

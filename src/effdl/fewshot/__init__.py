@@ -3,6 +3,7 @@ training loop, and evaluation over many held-out episodes with 95% confidence in
 :func:`effdl.data.load_glyphs` (Omniglot-like glyphs rendered from matplotlib's fonts); episodes come from
 :class:`effdl.data.EpisodeSampler`, which works with any labelled dataset."""
 
+from effdl.fewshot.augment import AUGMENTATIONS, AugmentConfig, AugmentedEpisodes, maxup_loss
 from effdl.fewshot.clustering import (
     ClassicalConfig,
     ClusteringRegularizer,
@@ -25,7 +26,10 @@ from effdl.fewshot.learner import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
     "HEADS",
+    "AugmentConfig",
+    "AugmentedEpisodes",
     "ClassicalConfig",
     "ClusteringRegularizer",
     "EpisodeScore",
@@ -37,6 +41,7 @@ __all__ = [
     "embed",
     "evaluate_episodes",
     "load_meta_learner",
+    "maxup_loss",
     "prototype_logits",
     "save_meta_learner",
     "train_classical",

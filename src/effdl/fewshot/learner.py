@@ -22,6 +22,7 @@ from effdl.core.config import Config, check_range
 from effdl.core.errors import CheckpointError
 from effdl.core.registry import Registry
 from effdl.data.episodes import EpisodeDataset, EpisodeSampler
+from effdl.fewshot.augment import AugmentConfig, AugmentedEpisodes, maxup_loss
 from effdl.train import Callback, TrainConfig, Trainer
 
 __all__ = [
@@ -139,12 +140,14 @@ class MetaLearner(nn.Module):
         return self.head(feats[: len(support)], feats[len(support) :], n_way)
 
     def forward(self, episodes: torch.Tensor) -> torch.Tensor:
-        """``(B, N(K+Q), C, H, W)`` -> ``(B, N, NQ)``."""
-        b, m = episodes.shape[:2]
+        """``(B, N(K+Q), C, H, W)`` -> ``(B, N, NQ)``; with augmented versions (Meta-MaxUp)
+        ``(B, m, N(K+Q), C, H, W)`` -> ``(B, N, m, NQ)``: classes always on dim 1."""
+        lead, m = episodes.shape[:-4], episodes.shape[-4]
+        flat = episodes.reshape(-1, *episodes.shape[-4:])  # (E, M, C, H, W)
         n_support = self.n_way * self.k_shot
-        feats = self.backbone(episodes.reshape(b * m, *episodes.shape[2:])).reshape(b, m, -1)
-        logits = [self.head(f[:n_support], f[n_support:], self.n_way) for f in feats]
-        return torch.stack(logits).transpose(1, 2)
+        feats = self.backbone(flat.reshape(-1, *flat.shape[2:])).reshape(flat.shape[0], m, -1)
+        logits = torch.stack([self.head(f[:n_support], f[n_support:], self.n_way) for f in feats])  # (E, NQ, N)
+        return torch.movedim(logits.reshape(*lead, *logits.shape[1:]), -1, 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -193,6 +196,7 @@ def train_meta_learner(
     config: FewShotConfig | None = None,
     *,
     backbone: nn.Module | None = None,
+    augment: AugmentConfig | None = None,
     callbacks: Sequence[Callback] = (),
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
@@ -201,7 +205,8 @@ def train_meta_learner(
     """Trains a :class:`MetaLearner` on episodes drawn from ``(images, labels)`` (the training classes) with the
     one training loop: checkpoints in ``out_dir``, and ``resume=True`` continues a killed run exactly.
     ``callbacks`` are the loop's (e.g. distillation, pruning schedules); episode batches reach them as
-    ``(x: (B, N(K+Q), C, H, W), y: (B, NQ))``.
+    ``(x: (B, N(K+Q), C, H, W), y: (B, NQ))``. ``augment``: an :class:`~effdl.fewshot.AugmentConfig` (support,
+    query and task augmentation; with ``maxup > 1`` Meta-MaxUp, the loss of the worst of ``m`` versions).
 
     Example:
         >>> x, y = torch.randn(40, 1, 28, 28), torch.arange(10).repeat_interleave(4)
@@ -215,10 +220,14 @@ def train_meta_learner(
     sampler = EpisodeSampler(labels, n_way=config.n_way, k_shot=config.k_shot, n_query=config.n_query,
                              seed=config.seed)  # fmt: skip
     data = EpisodeDataset(images, labels, sampler, length=config.episodes)
+    loss_fn = None
+    if augment is not None:
+        data = AugmentedEpisodes(data, augment)
+        loss_fn = maxup_loss if augment.maxup > 1 else None
     train = TrainConfig(epochs=1, batch_size=config.episodes_per_step, optimizer="adam", lr=config.lr,
                         schedule="cosine", seed=config.seed, progress=progress,
                         checkpoint_every_steps=config.checkpoint_every if out_dir is not None else 0)  # fmt: skip
-    Trainer(model, train, callbacks=callbacks, out_dir=out_dir).fit(data, resume=resume)
+    Trainer(model, train, callbacks=callbacks, out_dir=out_dir, loss_fn=loss_fn).fit(data, resume=resume)
     return model.eval()
 
 
