@@ -16,7 +16,16 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from effdl.core.config import check_options
 from effdl.core.registry import Registry
 
-__all__ = ["DATASETS", "DatasetSplits", "cache_dir", "dataset_fingerprint", "get_dataset", "list_datasets"]
+__all__ = [
+    "DATASETS",
+    "DatasetSplits",
+    "cache_dir",
+    "dataset_fingerprint",
+    "get_dataset",
+    "list_datasets",
+    "read_npz_cache",
+    "write_npz_cache",
+]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +158,46 @@ def cache_dir() -> Path:
     """
     root = os.environ.get("EFFDL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effdl"
     return Path(root)
+
+
+def read_npz_cache(path: Path, keys: tuple[str, ...], what: str) -> dict[str, Any] | None:
+    """The arrays ``keys`` of a generated dataset's ``.npz`` cache, or None when it is missing or unreadable (a
+    warning then says it is generated again).
+
+    Example:
+        >>> read_npz_cache(Path("/nonexistent.npz"), ("x",), "demo") is None
+        True
+    """
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        log.warning("ignoring the unreadable %s cache %s (%s); generating it again", what, path, exc)
+        return None
+
+
+def write_npz_cache(path: Path, arrays: dict[str, Any], what: str, *, compress: bool = False) -> None:
+    """Writes a generated dataset's arrays to ``path`` atomically; a cache folder that cannot be written only logs
+    a warning (the run goes on without a cache)."""
+    import io
+
+    import numpy as np
+
+    from effdl.core.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as exc:
+        log.warning("could not write the %s cache %s (%s)", what, path, exc)
 
 
 def get_dataset(name: str, **kwargs) -> DatasetSplits:

@@ -17,10 +17,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import unicodedata
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +27,7 @@ from torch.utils.data import TensorDataset
 
 from effdl.core.config import check_range
 from effdl.core.errors import ConfigError
-from effdl.core.io import atomic_write_bytes
-from effdl.data.base import cache_dir
+from effdl.data.base import cache_dir, read_npz_cache, write_npz_cache
 
 __all__ = ["GlyphSplit", "Glyphs", "load_glyphs"]
 
@@ -155,11 +151,11 @@ def load_glyphs(
                 "alphabets": sorted(alphabets) if alphabets else None, "seed": seed}  # fmt: skip
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"glyphs_v{VERSION}_{tag}.npz"
-    arrays = _read_cache(path) if cache else None
+    arrays = read_npz_cache(path, ("images", "labels", "chars", "alphabets"), "glyph") if cache else None
     if arrays is None:
         arrays = _generate(instances, size, max_per_alphabet, min_faces, alphabets, seed)
         if cache:
-            _write_cache(path, arrays)
+            write_npz_cache(path, arrays, "glyph", compress=True)
     return _splits(arrays, instances, size, seed)
 
 
@@ -315,23 +311,3 @@ def _splits(arrays: dict[str, np.ndarray], instances: int, size: int, seed: int)
             alphabets=[alphabets[c] for c in classes],
         )
     return Glyphs(**out, instances=instances, size=size, seed=seed)
-
-
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in ("images", "labels", "chars", "alphabets")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        log.warning("ignoring the unreadable glyph cache %s (%s); rendering again", path, exc)
-        return None
-
-
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    os.makedirs(path.parent, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import random
-import zipfile
-import zlib
 
 import numpy as np
 
 from effdl.core.config import check_range
-from effdl.core.io import atomic_write_bytes
-from effdl.data.base import DATASETS, DatasetSplits, cache_dir, to_tensors
+from effdl.data.base import DATASETS, DatasetSplits, cache_dir, read_npz_cache, to_tensors, write_npz_cache
 
 __all__ = ["load_mnist1d"]
 
@@ -43,11 +40,11 @@ def load_mnist1d(*, num_samples: int = 5000, seed: int = 42, cache: bool = True)
     """
     check_range("num_samples", num_samples, 10, hint="use num_samples=5000 for the published dataset")
     path = cache_dir() / f"mnist1d_{num_samples}_{seed}.npz"
-    arrays = _read_cache(path) if cache else None
+    arrays = read_npz_cache(path, ("x", "y", "x_test", "y_test"), "MNIST-1D") if cache else None
     if arrays is None:
         arrays = _generate(num_samples, seed)
         if cache:
-            _write_cache(path, arrays)
+            write_npz_cache(path, arrays, "MNIST-1D")
     return DatasetSplits(
         name="mnist1d",
         train=to_tensors(arrays["x"], arrays["y"], (1, 40)),
@@ -71,25 +68,3 @@ def _generate(num_samples: int, seed: int) -> dict[str, np.ndarray]:
         random.setstate(py_state)
     log.info("generated MNIST-1D: %d examples, seed %d", num_samples, seed)
     return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
-
-
-def _read_cache(path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        log.warning("ignoring unreadable MNIST-1D cache %s (%s); regenerating", path, exc)
-        return None
-
-
-def _write_cache(path, arrays: dict[str, np.ndarray]) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError as exc:  # a read-only cache dir must not stop the run
-        log.warning("could not write MNIST-1D cache %s (%s)", path, exc)

@@ -15,8 +15,7 @@ from torch.utils.data import Dataset
 from effdl.core.callback import Callback
 from effdl.core.config import Config, check_range
 from effdl.data.episodes import EpisodeSampler
-from effdl.fewshot.learner import MetaLearner, conv4
-from effdl.train import TrainConfig, Trainer
+from effdl.fewshot.learner import MetaLearner, conv4, fit_one_pass
 
 __all__ = ["ClassicalConfig", "ClusteringRegularizer", "clustering_ratio", "embed", "train_classical"]
 
@@ -174,8 +173,7 @@ def train_classical(
     model = _Classifier(backbone, int(labels.max()) + 1, dim)
     data = _ClassBatches(images, labels, classes=config.classes, per_class=config.per_class, length=config.steps,
                          seed=config.seed)  # fmt: skip
-    train = TrainConfig(epochs=1, batch_size=1, optimizer="adam", lr=config.lr, schedule="cosine", seed=config.seed,
-                        progress=progress, checkpoint_every_steps=100 if out_dir is not None else 0)  # fmt: skip
     callbacks = [ClusteringRegularizer(config.cluster_weight)] if config.cluster_weight > 0 else []
-    Trainer(model, train, callbacks=callbacks, out_dir=out_dir).fit(data, resume=resume)
+    fit_one_pass(model, data, 1, (config.lr, config.seed, 100), callbacks=callbacks, out_dir=out_dir, resume=resume,
+                 progress=progress)  # fmt: skip
     return MetaLearner(model.backbone, "proto").eval()

@@ -224,11 +224,19 @@ def train_meta_learner(
     if augment is not None:
         data = AugmentedEpisodes(data, augment)
         loss_fn = maxup_loss if augment.maxup > 1 else None
-    train = TrainConfig(epochs=1, batch_size=config.episodes_per_step, optimizer="adam", lr=config.lr,
-                        schedule="cosine", seed=config.seed, progress=progress,
-                        checkpoint_every_steps=config.checkpoint_every if out_dir is not None else 0)  # fmt: skip
-    Trainer(model, train, callbacks=callbacks, out_dir=out_dir, loss_fn=loss_fn).fit(data, resume=resume)
+    fit_one_pass(model, data, config.episodes_per_step, (config.lr, config.seed, config.checkpoint_every),
+                 callbacks=callbacks, loss_fn=loss_fn, out_dir=out_dir, resume=resume, progress=progress)  # fmt: skip
     return model.eval()
+
+
+def fit_one_pass(model: nn.Module, data, batch_size: int, how: tuple[float, int, int], *, callbacks=(), loss_fn=None,
+                 out_dir=None, resume: bool = False, progress: bool = False) -> None:  # fmt: skip
+    """One pass over ``data`` (episodes or class batches, drawn per index) with Adam and a cosine schedule in the
+    one training loop; ``how`` is ``(lr, seed, checkpoint_every)`` (checkpoints only with ``out_dir``)."""
+    lr, seed, every = how
+    train = TrainConfig(epochs=1, batch_size=batch_size, optimizer="adam", lr=lr, schedule="cosine", seed=seed,
+                        progress=progress, checkpoint_every_steps=every if out_dir is not None else 0)  # fmt: skip
+    Trainer(model, train, callbacks=callbacks, out_dir=out_dir, loss_fn=loss_fn).fit(data, resume=resume)
 
 
 @dataclasses.dataclass
