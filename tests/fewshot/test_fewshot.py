@@ -7,6 +7,7 @@ import torch
 from effdl.core.errors import ConfigError, UnknownNameError
 from effdl.data import EpisodeDataset, EpisodeSampler, load_glyphs
 from effdl.fewshot import (
+    ANILHead,
     AugmentConfig,
     AugmentedEpisodes,
     ClassicalConfig,
@@ -114,7 +115,7 @@ def test_training_then_evaluating_on_held_out_alphabets_beats_chance(glyphs):
     # the same 40 episodes before and after 60 training episodes (46.7% -> 56.7% when written; chance 20%)
     assert after.accuracy > 0.4 and after.accuracy > before.accuracy + 0.05
     assert 0 < after.ci95 < 0.2 and after.episodes == 40
-    with pytest.raises(UnknownNameError, match=r"unknown few-shot head 'maml'; valid few-shot heads: proto, r2d2"):
+    with pytest.raises(UnknownNameError, match=r"unknown few-shot head 'maml'; valid few-shot heads: anil, proto"):
         FewShotConfig(head="maml")
 
 
@@ -218,3 +219,40 @@ def test_maxup_takes_the_worst_version_and_trains():
     assert trained.n_way == 3
     with pytest.raises(UnknownNameError, match="unknown episode augmentation 'mixup'"):
         AugmentConfig(query=("mixup",))
+
+
+def test_anil_one_inner_step_from_zero_matches_the_closed_form_and_first_order_cuts_the_support_path():
+    g = torch.Generator().manual_seed(0)
+    support, query = torch.randn(6, 4, generator=g, requires_grad=True), torch.randn(5, 4, generator=g)
+    head = ANILHead(steps=1, lr=0.3)
+    # from w = 0, b = 0 the softmax is uniform: dL/dw = (1/N - onehot)^T support / n, dL/db = mean(1/N - onehot)
+    onehot = torch.nn.functional.one_hot(torch.tensor([0, 0, 1, 1, 2, 2]), 3).double()
+    grad_w = (1 / 3 - onehot).T @ support.double() / 6
+    grad_b = (1 / 3 - onehot).mean(dim=0)
+    expected = query.double() @ (-0.3 * grad_w).T - 0.3 * grad_b
+    torch.testing.assert_close(head(support, query, 3).double(), expected, atol=1e-5, rtol=1e-5)
+    head(support, query, 3).sum().backward()  # second order: the adapted head depends on the support
+    assert support.grad is not None and float(support.grad.abs().sum()) > 0
+    support.grad = None
+    ANILHead(steps=1, lr=0.3, first_order=True)(support, query, 3).sum().backward()
+    assert support.grad is None or float(support.grad.abs().sum()) == 0
+    with torch.no_grad():  # evaluation: the inner loop still runs, the result carries no graph
+        out = head(support, query, 3)
+    assert not out.requires_grad and torch.allclose(out.double(), expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="steps"):
+        ANILHead(steps=0)
+
+
+def test_an_anil_learner_trains_saves_and_reloads_with_its_inner_loop(glyphs, tmp_path):
+    from effdl.fewshot import load_meta_learner, save_meta_learner
+
+    cfg = FewShotConfig(head="anil", n_way=5, k_shot=1, n_query=2, episodes=30, lr=3e-3)
+    model = train_meta_learner(glyphs.train.images, glyphs.train.labels, cfg)
+    assert float(model.head.log_lr) != pytest.approx(float(ANILHead().log_lr))  # the inner step size is learned
+    model.head.steps.fill_(7)
+    loaded = load_meta_learner(save_meta_learner(model, tmp_path / "m.safetensors", cfg))
+    assert int(loaded.head.steps) == 7
+    test = glyphs.test
+    a = evaluate_episodes(model, test.images, test.labels, n_way=5, k_shot=1, n_query=3, episodes=20)
+    b = evaluate_episodes(loaded, test.images, test.labels, n_way=5, k_shot=1, n_query=3, episodes=20)
+    assert a.accuracy == b.accuracy and a.accuracy > 0.3  # chance 20%

@@ -195,14 +195,16 @@ _NOT_IDENTITY = {"func", "argv", "command", "resume", "restart", "out", "no_prog
                  "repeats", "trust_pickle", "data_root"}  # fmt: skip
 
 
-def claim_out(args: argparse.Namespace, out: str | os.PathLike, model: Any = None, data: Any = None):
+def claim_out(args: argparse.Namespace, out: str | os.PathLike, model: Any = None, data: Any = None, *,
+              command: str | None = None):  # fmt: skip
     """Claims ``out`` for this command (:func:`~effdl.core.rundir.claim_run_dir`; ``--resume`` continues,
-    ``--restart`` replaces): the identity is the command's flags, the input model's weights and the data."""
+    ``--restart`` replaces): the identity is the command's flags, the input model's weights and the data.
+    ``command`` names a sub-command (default ``args.command``), so e.g. two kinds of training never share a folder."""
     options = {k: v for k, v in vars(args).items() if k not in _NOT_IDENTITY and not callable(v)}
     identity = run_identity(
         options=options,
         model=tensors_digest(model.state_dict()) if model is not None else None,
         data=data.fingerprint() if data is not None else None,
     )
-    return claim_run_dir(out, command=args.command, identity=identity, resume=bool(getattr(args, "resume", False)),
-                         restart=bool(getattr(args, "restart", False)))  # fmt: skip
+    resume, restart = bool(getattr(args, "resume", False)), bool(getattr(args, "restart", False))
+    return claim_run_dir(out, command=command or args.command, identity=identity, resume=resume, restart=restart)

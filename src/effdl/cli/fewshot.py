@@ -1,16 +1,28 @@
-"""``effdl fewshot train|eval``: meta-learners on the embedded glyph dataset, judged on held-out alphabets."""
+"""``effdl fewshot train|eval|pretrain``: meta-learners and self-supervised (contrastive or meta-learning) pre-training
+on the embedded glyph dataset, judged on held-out alphabets."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from effdl.cli.common import add_log_flags, positive_int
+from effdl.cli.common import add_log_flags, claim_out, positive_int
 from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_json
 from effdl.core.table import format_table
 from effdl.data import load_glyphs
-from effdl.fewshot import HEADS, FewShotConfig, evaluate_episodes, load_meta_learner, save_meta_learner
+from effdl.fewshot import (
+    CONTRASTIVE_HEADS,
+    HEADS,
+    ContrastiveConfig,
+    FewShotConfig,
+    MetaLearner,
+    evaluate_episodes,
+    linear_probe,
+    load_meta_learner,
+    pretrain_contrastive,
+    save_meta_learner,
+)
 from effdl.fewshot import train_meta_learner as train_learner
 
 __all__ = ["add_fewshot"]
@@ -20,11 +32,13 @@ def add_fewshot(sub) -> None:
     """Registers ``fewshot`` and its sub-commands."""
     p = sub.add_parser(
         "fewshot",
-        help="few-shot learning: meta-learners (ProtoNet, R2-D2) on glyphs of held-out alphabets",
+        help="few-shot learning: meta-learners (ProtoNet, R2-D2, ANIL) and self-supervised pre-training on glyphs",
         description=(
             "Meta-learners on the embedded glyph dataset (Omniglot-like characters rendered from matplotlib's "
             "fonts; train, val and test classes from disjoint alphabets). `train` trains on episodes of the "
-            "training alphabets (resumable); `eval` scores a trained model on N-way K-shot episodes with 95% "
+            "training alphabets (resumable); `pretrain` trains an encoder without labels, each image a class and its "
+            "augmented views the support and query (a few-shot head as the loss) or SimCLR's NT-Xent, and reports a "
+            "linear probe and few-shot accuracy; `eval` scores a trained model on N-way K-shot episodes with 95% "
             "confidence intervals."
         ),
     )
@@ -37,11 +51,21 @@ def add_fewshot(sub) -> None:
     t.add_argument("--episodes", type=positive_int, default=4000, help="training episodes (default 4000)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     t.add_argument("--seed", type=int, default=0, help="seed of the weights and episodes")
-    t.add_argument("--out", required=True, help="output folder (checkpoints, model.safetensors)")
-    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_log_flags(t)
+    _run_flags(t)
     t.set_defaults(func=_train)
+    pre = cmds.add_parser("pretrain", help="self-supervised pre-training: each image a class, its views support/query")
+    pre.add_argument("--head", default="proto", help=f"the loss: {', '.join(CONTRASTIVE_HEADS)} (default proto)")
+    pre.add_argument("--ways", type=positive_int, default=64, help="images per step (default 64)")
+    pre.add_argument("--support-views", type=positive_int, default=1, help="support views per image (default 1)")
+    pre.add_argument("--query-views", type=positive_int, default=1, help="query views per image (default 1)")
+    pre.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps (default 2000)")
+    pre.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    pre.add_argument("--temperature", type=float, default=0.5, help="NT-Xent temperature (default 0.5)")
+    pre.add_argument("--projection", type=int, default=64, help="projection MLP width, 0 for none (default 64)")
+    pre.add_argument("--seed", type=int, default=0, help="seed of the weights, images and views")
+    pre.add_argument("--episodes", type=positive_int, default=1000, help="5-way test episodes per shot (default 1000)")
+    _run_flags(pre)
+    pre.set_defaults(func=_pretrain)
     e = cmds.add_parser("eval", help="accuracy on N-way K-shot episodes of held-out alphabets, with 95%% intervals")
     e.add_argument("--run", required=True, help="a folder written by `effdl fewshot train`")
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="alphabets (default test)")
@@ -54,16 +78,25 @@ def add_fewshot(sub) -> None:
     e.set_defaults(func=_eval)
 
 
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (checkpoints, model.safetensors, report)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--restart", action="store_true", help="discard an earlier run in --out and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_flags(p)
+
+
 def _train(args: argparse.Namespace) -> int:
     config = FewShotConfig(head=args.head, n_way=args.way, k_shot=args.shot, n_query=args.query,
                            episodes=args.episodes, lr=args.lr, seed=args.seed)  # fmt: skip
     g = load_glyphs()
     out = Path(args.out)
-    model = train_learner(g.train.images, g.train.labels, config, out_dir=out / "checkpoints", resume=args.resume,
-                          progress=not args.no_progress)  # fmt: skip
-    path = save_meta_learner(model, out / "model.safetensors", config)
-    val = evaluate_episodes(model, g.val.images, g.val.labels, n_way=5, k_shot=1, n_query=min(15, g.instances - 1),
-                            episodes=200)  # fmt: skip
+    with claim_out(args, out, command="fewshot train"):
+        model = train_learner(g.train.images, g.train.labels, config, out_dir=out / "checkpoints",
+                              resume=args.resume, progress=not args.no_progress)  # fmt: skip
+        path = save_meta_learner(model, out / "model.safetensors", config)
+        val = evaluate_episodes(model, g.val.images, g.val.labels, n_way=5, k_shot=1,
+                                n_query=min(15, g.instances - 1), episodes=200)  # fmt: skip
     print(f"trained {config.head} on {config.episodes} episodes of {g.train.num_classes} training classes")
     print(f"validation alphabets, 5-way 1-shot over 200 episodes: {val}")
     print(f"model: {path}; evaluate: effdl fewshot eval --run {out}")
@@ -85,4 +118,32 @@ def _eval(args: argparse.Namespace) -> int:
         records.append({"n_way": args.way, "k_shot": k, **score.to_dict()})
     print(format_table(rows, [f"{args.split} alphabets", "accuracy +- 95% CI", "episodes"], align="lrr"))
     atomic_write_json(Path(args.run) / f"eval_{args.split}.json", {"split": args.split, "results": records})
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    config = ContrastiveConfig(head=args.head, ways=args.ways, support_views=args.support_views,
+                               query_views=args.query_views, steps=args.steps, lr=args.lr, temperature=args.temperature,
+                               projection=args.projection, seed=args.seed)  # fmt: skip
+    g = load_glyphs()
+    out = Path(args.out)
+    with claim_out(args, out, command="fewshot pretrain"):
+        backbone = pretrain_contrastive(g.train.images, config, out_dir=out / "checkpoints", resume=args.resume,
+                                        progress=not args.no_progress)  # fmt: skip
+        model = MetaLearner(backbone, "proto")
+        path = save_meta_learner(model, out / "model.safetensors", config)
+        test = g.test
+        probe = linear_probe(backbone, test.images, test.labels, seed=args.seed)
+        scores = {k: evaluate_episodes(model, test.images, test.labels, n_way=5, k_shot=k,
+                                       n_query=min(15, g.instances - k), episodes=args.episodes)
+                  for k in (1, 5) if k < g.instances}  # fmt: skip
+        rows = [["linear probe (half the instances of each class fit, half scored)", f"{100 * probe:.2f}%"]]
+        rows += [[f"5-way {k}-shot, ProtoNet on the features ({s.episodes} episodes)", str(s)]
+                 for k, s in scores.items()]  # fmt: skip
+        fewshot = {f"5-way {k}-shot": s.to_dict() for k, s in scores.items()}
+        report = {"config": config.to_dict(), "linear_probe": probe, "fewshot": fewshot}
+        atomic_write_json(out / "pretrain.json", report)
+    print(f"pre-trained with the {config.head} loss for {config.steps} steps on {len(g.train.images)} unlabeled images")
+    print(format_table(rows, [f"test alphabets ({test.num_classes} classes)", "accuracy"], align="lr"))
+    print(f"encoder: {path}; few-shot evaluation: effdl fewshot eval --run {out}")
     return 0

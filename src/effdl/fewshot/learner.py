@@ -1,7 +1,8 @@
-"""Metric and closed-form meta-learners: a backbone embeds support and query images, a head turns the support
-embeddings into a classifier of the queries. ProtoNet (Snell et al., NeurIPS 2017) and R2-D2 (Bertinetto et al.,
-ICLR 2019) heads; the Conv-4 backbone of both papers; episodic training in the one training loop (resumable) and
-evaluation over many test episodes with 95% confidence intervals."""
+"""Metric, closed-form and optimization-based meta-learners: a backbone embeds support and query images, a head
+turns the support embeddings into a classifier of the queries. ProtoNet (Snell et al., NeurIPS 2017), R2-D2
+(Bertinetto et al., ICLR 2019) and ANIL (Raghu et al., ICLR 2020: MAML's inner loop on the head) heads; the Conv-4
+backbone of these papers; episodic training in the one training loop (resumable) and evaluation over many test
+episodes with 95% confidence intervals."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from effdl.train import Callback, TrainConfig, Trainer
 
 __all__ = [
     "HEADS",
+    "ANILHead",
     "EpisodeScore",
     "FewShotConfig",
     "MetaLearner",
@@ -100,9 +102,49 @@ class R2D2Head(nn.Module):
         return self.alpha * (query @ w) + self.beta
 
 
+class ANILHead(nn.Module):
+    """ANIL (Raghu et al., "Rapid Learning or Feature Reuse?", ICLR 2020): MAML's inner loop on the last layer only.
+    A linear classifier on the support embeddings, started at zero (the zeroing trick of Kao et al., ICLR 2022, so one
+    head serves any number of ways), takes ``steps`` gradient steps on the support cross-entropy; the query logits
+    come from the adapted classifier. The outer loop differentiates through the inner steps (second order: cheap on
+    the head alone) unless ``first_order``; the inner step size is learned (through its logarithm).
+
+    Example:
+        >>> head = ANILHead(steps=3)
+        >>> support, query = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.9, 0.1]])
+        >>> head(support, query, 2).argmax(dim=1).tolist()
+        [0]
+    """
+
+    def __init__(self, steps: int = 10, lr: float = 0.1, *, first_order: bool = False) -> None:
+        super().__init__()
+        check_range("steps", steps, 1, hint="use steps=10")
+        check_range("lr", lr, 0.0, low_open=True, hint="use lr=0.1")
+        self.register_buffer("steps", torch.tensor(steps))
+        self.log_lr = nn.Parameter(torch.tensor(math.log(lr)))
+        self.first_order = first_order
+
+    def forward(self, support: torch.Tensor, query: torch.Tensor, n_way: int) -> torch.Tensor:
+        """``(N*K, D)`` support and ``(Q, D)`` query embeddings -> ``(Q, N)`` logits of the adapted classifier."""
+        outer = torch.is_grad_enabled()
+        y = torch.arange(n_way, device=support.device).repeat_interleave(support.shape[0] // n_way)
+        lr = self.log_lr.exp()
+        with torch.enable_grad():
+            w = support.new_zeros(n_way, support.shape[1], requires_grad=True)
+            b = support.new_zeros(n_way, requires_grad=True)
+            for _ in range(int(self.steps)):
+                loss = F.cross_entropy(support @ w.T + b, y)
+                gw, gb = torch.autograd.grad(loss, (w, b), create_graph=outer and not self.first_order)
+                w, b = w - lr * gw, b - lr * gb
+        if not outer:
+            w, b = w.detach(), b.detach()
+        return query @ w.T + b
+
+
 HEADS: Registry[Any] = Registry("few-shot head")
 HEADS.add("proto", _ProtoHead, description="prototypical networks: distance to class means (Snell et al. 2017)")
 HEADS.add("r2d2", R2D2Head, description="closed-form ridge regression (Bertinetto et al. 2019)")
+HEADS.add("anil", ANILHead, description="MAML's inner loop on a zero-initialised linear head (Raghu et al. 2020)")
 
 
 class MetaLearner(nn.Module):
@@ -155,7 +197,7 @@ class FewShotConfig(Config):
     """Episodic training.
 
     Attributes:
-        head: ``proto`` or ``r2d2`` (see ``HEADS``).
+        head: ``proto``, ``r2d2`` or ``anil`` (see ``HEADS``).
         n_way, k_shot, n_query: training episodes (a higher way than at test time helps ProtoNet, Snell et al.).
         episodes: training episodes in all.
         episodes_per_step: episodes in one optimizer step.
