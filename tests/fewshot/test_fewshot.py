@@ -205,6 +205,34 @@ def test_task_rotation_turns_all_images_of_a_class_by_the_same_multiple_of_90_de
         assert len(ks) == 1 and torch.equal(torch.rot90(query[c], ks[0], dims=(-2, -1)), r_query[c])
 
 
+def test_query_cutmix_mixes_labels_by_the_pasted_share_and_shot_augmentation_adds_copies_of_each_class():
+    labels = torch.arange(4).repeat_interleave(4)
+    images = (labels + 1).float()[:, None, None, None].expand(16, 1, 8, 8).clone()  # class c is the constant c + 1
+    base = EpisodeDataset(images, labels, EpisodeSampler(labels, n_way=3, k_shot=1, n_query=1, seed=0), length=4)
+    x, y = base[0]
+    out, soft = AugmentedEpisodes(base, AugmentConfig(query_cutmix=1.0))[0]
+    assert soft.shape == (3, 3) and torch.allclose(soft.sum(dim=0), torch.ones(3))  # (N, NQ) probabilities
+    value_of = {int(c): float(v) for c, v in zip(y, x[3:, 0, 0, 0], strict=True)}  # episode class -> pixel value
+    for q in range(3):  # the share of each class's pixels in the mixed query is its target probability
+        for c, v in value_of.items():
+            assert float(soft[c, q]) == pytest.approx(float((out[3 + q] == v).float().mean()), abs=1e-6)
+    assert torch.equal(out[:3], x[:3])  # the support is untouched
+    aug = AugmentedEpisodes(base, AugmentConfig(shots=("shift",), shot_copies=2))
+    out, _ = aug[0]
+    assert aug.k_shot == 3 and out.shape == (3 * 3 + 3, 1, 8, 8)
+    support = out[:9].reshape(3, 3, 1, 8, 8)
+    for c in range(3):  # each class's shots (the image and its two shifted copies) carry that class's value only
+        assert set(support[c].unique().tolist()) - {0.0} == {float(x[c, 0, 0, 0])}
+    versions, soft = AugmentedEpisodes(base, AugmentConfig(query_cutmix=1.0, maxup=2))[0]
+    assert versions.shape == (2, 6, 1, 8, 8) and soft.shape == (3, 2, 3)
+    with pytest.raises(ConfigError, match="shots=\\('shift',\\)"):
+        AugmentConfig(shot_copies=1)
+    trained = train_meta_learner(torch.rand(40, 1, 28, 28), torch.arange(8).repeat_interleave(5),
+                                 FewShotConfig(n_way=3, n_query=2, episodes=2),
+                                 augment=AugmentConfig(query_cutmix=0.5, shots=("shift",), shot_copies=1, maxup=2))  # fmt: skip
+    assert (trained.n_way, trained.k_shot) == (3, 1)  # the layout it was configured with, for use after training
+
+
 def test_maxup_takes_the_worst_version_and_trains():
     g = torch.Generator().manual_seed(4)
     logits, targets = torch.randn(2, 3, 4, 5, generator=g), torch.randint(0, 3, (2, 4, 5), generator=g)

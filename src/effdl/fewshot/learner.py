@@ -266,8 +266,10 @@ def train_meta_learner(
     if augment is not None:
         data = AugmentedEpisodes(data, augment)
         loss_fn = maxup_loss if augment.maxup > 1 else None
+        model.set_episode(config.n_way, data.k_shot)  # shot augmentation adds support images
     fit_one_pass(model, data, config.episodes_per_step, (config.lr, config.seed, config.checkpoint_every),
                  callbacks=callbacks, loss_fn=loss_fn, out_dir=out_dir, resume=resume, progress=progress)  # fmt: skip
+    model.set_episode(config.n_way, config.k_shot)
     return model.eval()
 
 
