@@ -227,9 +227,9 @@ def test_query_cutmix_mixes_labels_by_the_pasted_share_and_shot_augmentation_add
     assert versions.shape == (2, 6, 1, 8, 8) and soft.shape == (3, 2, 3)
     with pytest.raises(ConfigError, match="shots=\\('shift',\\)"):
         AugmentConfig(shot_copies=1)
+    aug = AugmentConfig(query_cutmix=0.5, shots=("shift",), shot_copies=1, maxup=2)
     trained = train_meta_learner(torch.rand(40, 1, 28, 28), torch.arange(8).repeat_interleave(5),
-                                 FewShotConfig(n_way=3, n_query=2, episodes=2),
-                                 augment=AugmentConfig(query_cutmix=0.5, shots=("shift",), shot_copies=1, maxup=2))  # fmt: skip
+                                 FewShotConfig(n_way=3, n_query=2, episodes=2), augment=aug)  # fmt: skip
     assert (trained.n_way, trained.k_shot) == (3, 1)  # the layout it was configured with, for use after training
 
 
