@@ -33,6 +33,7 @@ LAYERS = {
     "adaptive": 3,
     "federated": 3,
     "fewshot": 3,
+    "multitask": 3,
     "cli": 4,
     "__main__": 4,
 }

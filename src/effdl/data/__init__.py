@@ -16,10 +16,12 @@ from effdl.data.glyphs import Glyphs, GlyphSplit, load_glyphs
 from effdl.data.loaders import EpochSampler, calibration_subset, make_loader, split_validation
 from effdl.data.mnist import load_fashion_mnist, load_mnist, read_idx
 from effdl.data.mnist1d import load_mnist1d
+from effdl.data.scenes import SCENE_TASKS, SceneDataset, Scenes, SceneSplit, load_scenes, render_scenes
 from effdl.data.text import decode_bytes, encode_bytes, load_pysource
 
 __all__ = [
     "DATASETS",
+    "SCENE_TASKS",
     "DatasetSplits",
     "Episode",
     "EpisodeDataset",
@@ -27,6 +29,9 @@ __all__ = [
     "EpochSampler",
     "GlyphSplit",
     "Glyphs",
+    "SceneDataset",
+    "SceneSplit",
+    "Scenes",
     "cache_dir",
     "calibration_subset",
     "dataset_fingerprint",
@@ -41,7 +46,9 @@ __all__ = [
     "load_mnist",
     "load_mnist1d",
     "load_pysource",
+    "load_scenes",
     "make_loader",
     "read_idx",
+    "render_scenes",
     "split_validation",
 ]

@@ -175,10 +175,13 @@ class Trainer:
         for batch in batches:
             loss, out = self._step(net, batch)
             y = batch[1]
-            n = targets_in(out, y)  # examples, or tokens for a language model's (batch, vocab, length) logits
+            if torch.is_tensor(out) and torch.is_tensor(y):
+                n = targets_in(out, y)  # examples, or tokens for a language model's (batch, vocab, length) logits
+                if out.dim() == y.dim() + 1:
+                    run["correct"] += int((out.argmax(dim=1) == y).sum())
+            else:  # structured outputs or targets (e.g. one per task): examples; the loss_fn knows what they mean
+                n = len(batch[0])
             run["loss_sum"] += loss * n
-            if out.dim() == y.dim() + 1:
-                run["correct"] += int((out.argmax(dim=1) == y).sum())
             run["seen"] += n
             self.step += 1
             self.batch_in_epoch += 1
@@ -239,7 +242,7 @@ class Trainer:
         value = float(loss.detach())
         for cb in self.callbacks:
             cb.on_batch_end(self, batch, value)
-        return value, out.detach()
+        return value, _detach(out)
 
     def save_checkpoint(self) -> Path | None:
         """Writes the resumable checkpoint (main process only); returns its path. Refuses (keeping the previous
@@ -341,3 +344,14 @@ def _progress(iterable, enabled: bool, desc: str, *, total: int, initial: int):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, initial=initial, leave=False, disable=None, dynamic_ncols=True)
+
+
+def _detach(out: Any) -> Any:
+    """``out`` detached: a tensor, or a dict / list / tuple of them (e.g. one output per task)."""
+    if torch.is_tensor(out):
+        return out.detach()
+    if isinstance(out, dict):
+        return {k: _detach(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(_detach(v) for v in out)
+    return out

@@ -1,0 +1,44 @@
+"""Multi-task learning: one network for many tasks. Hard parameter sharing, per-task models, and AdaShare (Sun et
+al., NeurIPS 2020: each task learns which residual blocks to execute or skip); per-task metrics and the multi-task
+gain; label-budget allocation across tasks. The embedded data is :func:`effdl.data.load_scenes` (rendered scenes
+with segmentation, depth, normals, edges and counts)."""
+
+from effdl.multitask.adashare import (
+    AdaShareConfig,
+    AdaSharePolicy,
+    AdaShareResult,
+    sharing_loss,
+    sparsity_loss,
+    train_adashare,
+)
+from effdl.multitask.model import MultiTaskNet, ResidualBlock
+from effdl.multitask.tasks import KINDS, SCENE_TASK_SPECS, TaskSpec, scene_task_specs
+from effdl.multitask.training import (
+    MASK_KEY,
+    MultiTaskConfig,
+    MultiTaskLoss,
+    delta_mtl,
+    evaluate_multitask,
+    train_multitask,
+)
+
+__all__ = [
+    "KINDS",
+    "MASK_KEY",
+    "SCENE_TASK_SPECS",
+    "AdaShareConfig",
+    "AdaSharePolicy",
+    "AdaShareResult",
+    "MultiTaskConfig",
+    "MultiTaskLoss",
+    "MultiTaskNet",
+    "ResidualBlock",
+    "TaskSpec",
+    "delta_mtl",
+    "evaluate_multitask",
+    "scene_task_specs",
+    "sharing_loss",
+    "sparsity_loss",
+    "train_adashare",
+    "train_multitask",
+]
