@@ -12,12 +12,19 @@ from effdl.core.errors import ConfigError
 from effdl.data import load_scenes, render_scenes
 from effdl.measure import count_macs
 from effdl.multitask import (
+    ALLOCATIONS,
+    MASK_KEY,
     AdaShareConfig,
+    LabelledSubsets,
     MultiTaskConfig,
+    MultiTaskLoss,
     MultiTaskNet,
+    PilotEstimate,
     TaskSpec,
+    adaptive_allocation,
     delta_mtl,
     evaluate_multitask,
+    fixed_allocation,
     scene_task_specs,
     sharing_loss,
     sparsity_loss,
@@ -177,3 +184,43 @@ def test_a_killed_adashare_run_resumes_exactly_and_one_task_is_refused(tmp_path)
     assert len(full.table()) == 5 and len(full.sharing_by_depth()) == 3
     with pytest.raises(ConfigError, match="at least two tasks"):
         train_adashare({"segment": SPECS["segment"]}, s.train.dataset(("segment",)), cfg, train, **kwargs)
+
+
+def test_fixed_allocations_spend_the_budget_and_respect_the_pool():
+    costs = {"segment": 5.0, "depth": 2.0, "count": 1.0}
+    for strategy in ALLOCATIONS:
+        counts = fixed_allocation(strategy, costs, 800, 1000)
+        spent = sum(counts[t] * c for t, c in costs.items())
+        assert 800 - sum(costs.values()) < spent <= 800, (strategy, counts)
+    assert len(set(fixed_allocation("uniform-count", costs, 800, 1000).values())) == 1
+    spend = {t: n * costs[t] for t, n in fixed_allocation("uniform-cost", costs, 900, 1000).items()}
+    assert max(spend.values()) - min(spend.values()) <= 5.0  # equal spend up to rounding
+    capped = fixed_allocation("uniform-cost", costs, 900, 100)  # count would want 300 labels: capped at the pool
+    assert capped["count"] == 100 and capped["segment"] > 900 / 3 / 5  # what count could not spend went elsewhere
+    with pytest.raises(ConfigError, match="unknown allocation strategy"):
+        fixed_allocation("greedy", costs, 100, 10)
+    with pytest.raises(ConfigError, match="costs must be positive"):
+        fixed_allocation("uniform-count", {"a": 0.0}, 100, 10)
+
+
+def test_labelled_subsets_mask_the_loss_and_the_adaptive_allocator_follows_the_pilot():
+    pool = render_scenes(40, size=16).dataset()
+    data = LabelledSubsets(pool, tuple(SPECS), {"segment": 5, "depth": 0, "normal": 40, "edge": 0, "count": 12})
+    masks = torch.stack([data[i][1][MASK_KEY] for i in range(len(data))])
+    assert len(data) == 40 and masks.sum(dim=0).tolist() == [5, 0, 40, 0, 12]
+    bigger = LabelledSubsets(pool, tuple(SPECS), {"segment": 9, "normal": 40, "count": 12})
+    assert bool((bigger.labelled[:, 0] | ~data.labelled[:, 0]).all())  # more labels of a task: a superset
+    # an unlabelled task contributes nothing: its loss and gradient are zero
+    net = MultiTaskNet(SPECS, widths=(8,), strides=(1,))
+    x, y = torch.utils.data.default_collate([data[i] for i in range(8)])
+    y[MASK_KEY][:, 1:] = False
+    MultiTaskLoss(SPECS)(net(x), y).backward()
+    assert net.heads["depth"][-1].weight.grad.abs().sum() == 0 and net.heads["segment"][-1].weight.grad.abs().sum() > 0
+    estimate = PilotEstimate(base=20, grown=40, gains={"segment": 6.0, "depth": 0.1, "normal": 1.0, "edge": 1.0,
+                                                       "count": 3.0})  # fmt: skip
+    costs = {"segment": 2.0, "depth": 1.0, "normal": 1.0, "edge": 1.0, "count": 1.0}
+    counts = adaptive_allocation(estimate, costs, 2000, 2000)
+    assert sum(counts[t] * c for t, c in costs.items()) <= 2000
+    assert counts["segment"] > counts["normal"] > counts["depth"] and counts["count"] > counts["edge"]
+    with pytest.raises(ConfigError, match="cannot label 10 images of every task"):
+        adaptive_allocation(estimate, costs, 30, 2000)

@@ -11,6 +11,14 @@ from effdl.multitask.adashare import (
     sparsity_loss,
     train_adashare,
 )
+from effdl.multitask.budget import (
+    ALLOCATIONS,
+    LabelledSubsets,
+    PilotEstimate,
+    adaptive_allocation,
+    fixed_allocation,
+    pilot_gains,
+)
 from effdl.multitask.model import MultiTaskNet, ResidualBlock
 from effdl.multitask.tasks import KINDS, SCENE_TASK_SPECS, TaskSpec, scene_task_specs
 from effdl.multitask.training import (
@@ -23,19 +31,25 @@ from effdl.multitask.training import (
 )
 
 __all__ = [
+    "ALLOCATIONS",
     "KINDS",
     "MASK_KEY",
     "SCENE_TASK_SPECS",
     "AdaShareConfig",
     "AdaSharePolicy",
     "AdaShareResult",
+    "LabelledSubsets",
     "MultiTaskConfig",
     "MultiTaskLoss",
     "MultiTaskNet",
+    "PilotEstimate",
     "ResidualBlock",
     "TaskSpec",
+    "adaptive_allocation",
     "delta_mtl",
     "evaluate_multitask",
+    "fixed_allocation",
+    "pilot_gains",
     "scene_task_specs",
     "sharing_loss",
     "sparsity_loss",
