@@ -224,3 +224,29 @@ def test_labelled_subsets_mask_the_loss_and_the_adaptive_allocator_follows_the_p
     assert counts["segment"] > counts["normal"] > counts["depth"] and counts["count"] > counts["edge"]
     with pytest.raises(ConfigError, match="cannot label 10 images of every task"):
         adaptive_allocation(estimate, costs, 30, 2000)
+
+
+@pytest.mark.slow
+def test_the_multitask_commands_compare_and_allocate_and_refuse_bad_costs(tmp_path, capsys):
+    from tests.helpers import assert_refused, run_cli
+
+    out = tmp_path / "cmp"
+    small = ["--train", 48, "--test", 16, "--size", 16, "--no-progress", "-q"]
+    code, text, err = run_cli(capsys, "multitask", "compare", *small, "--epochs", 1, "--warmup-epochs", 0,
+                              "--policy-epochs", 1, "--out", out)  # fmt: skip
+    assert code == 0, err
+    assert "hard sharing" in text and "AdaShare" in text and "shared by" in text
+    assert (out / "policy.png").stat().st_size > 0 and (out / "report.json").exists()
+    first = (out / "report.json").read_text()
+    code, _, err = run_cli(capsys, "multitask", "compare", *small, "--epochs", 1, "--warmup-epochs", 0,
+                           "--policy-epochs", 1, "--out", out, "--resume")  # fmt: skip
+    assert code == 0, err
+    assert '"delta_mtl"' in first and first.split('"details"')[1] == (out / "report.json").read_text().split(
+        '"details"')[1]  # a finished run resumed gives the same figures
+    code, text, err = run_cli(capsys, "multitask", "budget", *small, "--steps", 2, "--out", tmp_path / "b")
+    assert code == 0, err
+    assert "adaptive" in text and "uniform-cost" in text and "pilot gains" in text
+    assert_refused(capsys, "multitask", "budget", "--costs", "segment=1", "--out", tmp_path / "c",
+                   message="--costs must give a cost for each task")  # fmt: skip
+    assert_refused(capsys, "multitask", "budget", "--costs", "segment=x", "--out", tmp_path / "c",
+                   message="--costs takes TASK=COST pairs")  # fmt: skip

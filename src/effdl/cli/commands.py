@@ -27,6 +27,7 @@ from effdl.cli.compress import add_compress as _add_compress
 from effdl.cli.compress import add_sweep as _add_sweep
 from effdl.cli.federated import add_federated as _add_federated
 from effdl.cli.fewshot import add_fewshot as _add_fewshot
+from effdl.cli.multitask import add_multitask as _add_multitask
 from effdl.cli.nas import add_nas as _add_nas
 from effdl.cli.prune import add_prune as _add_prune
 from effdl.cli.quantize import add_quantize as _add_quantize
@@ -315,6 +316,7 @@ REGISTER = [
     _add_adaptive,
     _add_federated,
     _add_fewshot,
+    _add_multitask,
     _add_models,
     _add_datasets,
 ]

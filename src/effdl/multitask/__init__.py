@@ -20,6 +20,7 @@ from effdl.multitask.budget import (
     pilot_gains,
 )
 from effdl.multitask.model import MultiTaskNet, ResidualBlock
+from effdl.multitask.study import AllocationComparison, SharingComparison, compare_allocations, compare_sharing
 from effdl.multitask.tasks import KINDS, SCENE_TASK_SPECS, TaskSpec, scene_task_specs
 from effdl.multitask.training import (
     MASK_KEY,
@@ -38,14 +39,18 @@ __all__ = [
     "AdaShareConfig",
     "AdaSharePolicy",
     "AdaShareResult",
+    "AllocationComparison",
     "LabelledSubsets",
     "MultiTaskConfig",
     "MultiTaskLoss",
     "MultiTaskNet",
     "PilotEstimate",
     "ResidualBlock",
+    "SharingComparison",
     "TaskSpec",
     "adaptive_allocation",
+    "compare_allocations",
+    "compare_sharing",
     "delta_mtl",
     "evaluate_multitask",
     "fixed_allocation",
