@@ -60,7 +60,7 @@ def add_fewshot(sub) -> None:
     pre.add_argument("--query-views", type=positive_int, default=1, help="query views per image (default 1)")
     pre.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps (default 2000)")
     pre.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    pre.add_argument("--temperature", type=float, default=0.5, help="NT-Xent temperature (default 0.5)")
+    pre.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (default 0.2)")
     pre.add_argument("--projection", type=int, default=64, help="projection MLP width, 0 for none (default 64)")
     pre.add_argument("--seed", type=int, default=0, help="seed of the weights, images and views")
     pre.add_argument("--episodes", type=positive_int, default=1000, help="5-way test episodes per shot (default 1000)")

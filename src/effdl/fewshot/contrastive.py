@@ -80,7 +80,7 @@ class ContrastiveConfig(Config):
             each, SimCLR's two views).
         steps: optimizer steps.
         lr: Adam learning rate (cosine).
-        temperature: NT-Xent's temperature.
+        temperature: NT-Xent's temperature (0.2 measured better than SimCLR's 0.5 at 64 images per step here).
         projection: width of the projection MLP between backbone and loss (SimCLR's ``g``); 0: none. Probes and
             few-shot evaluation use the backbone's features, before it.
         checkpoint_every: with an output folder, save a resumable checkpoint every this many steps.
@@ -97,7 +97,7 @@ class ContrastiveConfig(Config):
     query_views: int = 1
     steps: int = 2000
     lr: float = 1e-3
-    temperature: float = 0.5
+    temperature: float = 0.2
     projection: int = 64
     checkpoint_every: int = 100
     seed: int = 0
@@ -116,7 +116,7 @@ class ContrastiveConfig(Config):
             )
         check_range("steps", self.steps, 1, hint="use steps=2000")
         check_range("lr", self.lr, 0.0, low_open=True, hint="use lr=1e-3")
-        check_range("temperature", self.temperature, 0.0, low_open=True, hint="use temperature=0.5")
+        check_range("temperature", self.temperature, 0.0, low_open=True, hint="use temperature=0.2")
         check_range("projection", self.projection, 0, hint="use projection=64, or 0 for none")
         check_range("checkpoint_every", self.checkpoint_every, 1, hint="use checkpoint_every=100")
 
