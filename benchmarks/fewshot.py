@@ -1,16 +1,18 @@
-"""Few-shot learning on the embedded glyph dataset (Omniglot-like, rendered from matplotlib's fonts): ProtoNet and
-R2-D2 heads on Conv-4, trained on 20-way 1-shot episodes of the training alphabets, evaluated on 5-way 1-shot and
-5-shot episodes of held-out alphabets (1,000 each, 95% confidence intervals), against the same backbone untrained.
+"""Few-shot learning on the embedded glyph dataset (Omniglot-like, rendered from matplotlib's fonts): ProtoNet,
+R2-D2 and ANIL heads on Conv-4, trained on 20-way 1-shot episodes of the training alphabets, evaluated on 5-way 1-shot
+and 5-shot episodes of held-out alphabets (1,000 each, 95% confidence intervals), against the same backbone untrained.
 
-Run: .venv/bin/python benchmarks/fewshot.py [--episodes 4000] [--test-episodes 1000]   (about 15 minutes on 2 cores)
+Run: .venv/bin/python benchmarks/fewshot.py [--episodes 4000] [--test-episodes 1000] [--heads ...]   (about 25 minutes
+on 2 cores; --heads reruns some learners and keeps the other rows of the committed results, marked as such)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
-from common import write_results
+from common import RESULTS, write_results
 from effdl.core.table import format_table
 from effdl.data import load_glyphs
 from effdl.fewshot import FewShotConfig, MetaLearner, evaluate_episodes, train_meta_learner
@@ -20,11 +22,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=4000)
     parser.add_argument("--test-episodes", type=int, default=1000)
+    parser.add_argument("--heads", default="untrained,proto,r2d2,anil")
     args = parser.parse_args()
     g = load_glyphs()
     test = g.test
     rows, records = [], []
-    for head in ("untrained", "proto", "r2d2"):
+    heads = args.heads.split(",")
+    earlier = {}
+    if set(heads) != {"untrained", "proto", "r2d2", "anil"} and (RESULTS / "fewshot.json").exists():
+        earlier = {r["head"]: r for r in json.loads((RESULTS / "fewshot.json").read_text())["results"]}
+    for head in ("untrained", "proto", "r2d2", "anil"):
+        if head not in heads:
+            if head in earlier:
+                r = {**earlier[head], "earlier_run": True}
+                rows.append([f"{head} (earlier run)", *(_score(r[f"{k}-shot"]) for k in (1, 5)),
+                             f"{r['train_seconds']:.0f} s"])  # fmt: skip
+                records.append(r)
+            continue
         t0 = time.perf_counter()
         if head == "untrained":
             model = MetaLearner()
@@ -42,9 +56,17 @@ def main() -> None:
         f"{g.describe()}. Training: {args.episodes} episodes of 20-way 1-shot with 5 queries per class, Adam 1e-3 "
         f"(cosine), seed 0. Test: {args.test_episodes} episodes each on the test alphabets "
         f"({', '.join(sorted(set(test.alphabets)))}), 15 queries per class; mean accuracy +- the half-width of "
-        "the 95% confidence interval. 'untrained' is the same backbone at its initialization with the ProtoNet head.",
+        "the 95% confidence interval. 'untrained' is the same backbone at its initialization with the ProtoNet head. "
+        "ANIL: 10 inner steps on a zero-initialised linear head, learned step size, second order through the head.",
     ]
+    if any(r.get("earlier_run") for r in records):
+        notes.append("Rows marked '(earlier run)' are kept from the previous run of this script (same settings; "
+                     "timings from that run's machine load).")  # fmt: skip
     print(write_results("fewshot", "Few-shot learning on held-out glyph alphabets", notes, table, records))
+
+
+def _score(d: dict) -> str:
+    return f"{100 * d['accuracy']:.2f}% +- {100 * d['ci95']:.2f}"
 
 
 if __name__ == "__main__":

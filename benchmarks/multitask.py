@@ -5,7 +5,7 @@ sharing pattern by depth; (2) label-budget allocation (Sun et al. 2023) under th
 count, uniform cost and cost-proportional against the task-adaptive allocator, each allocation trained and scored
 against a network trained with every label.
 
-Run: .venv/bin/python benchmarks/multitask.py [--seeds 0,1,2] [--part sharing|budget|both]   (about 90 minutes on
+Run: .venv/bin/python benchmarks/multitask.py [--seeds 0,1,2] [--part sharing|budget|both]   (about 75 minutes on
 2 cores; finished models are kept under --work, so a rerun continues)
 """
 
@@ -39,7 +39,8 @@ def sharing(args, seeds, work: Path) -> None:
         s = load_scenes(train=args.train, test=args.test, seed=seed)
         t0 = time.perf_counter()
         config = MultiTaskConfig(epochs=args.epochs, seed=seed)
-        ada = AdaShareConfig(retrain_epochs=args.epochs)
+        ada = AdaShareConfig(warmup_epochs=args.epochs // 4, policy_epochs=3 * args.epochs // 4,
+                             retrain_epochs=args.epochs, temperature_decay=0.965)  # fmt: skip
         runs.append(compare_sharing(s.train.dataset(), s.test.dataset(), specs, config, ada,
                                     out_dir=work / f"sharing-seed{seed}", resume=True))  # fmt: skip
         times.append(time.perf_counter() - t0)
@@ -60,11 +61,16 @@ def sharing(args, seeds, work: Path) -> None:
     notes = [
         f"{load_scenes(train=args.train, test=args.test).describe()}. Backbone: stem + 6 residual blocks (16, 16, "
         f"32, 32, 32, 32 channels; the third halves the resolution); a small head per task. Every model trains "
-        f"{args.epochs} epochs (Adam 2e-3, cosine, batch 64); AdaShare: 5 warm-up epochs of hard sharing, 15 of "
-        f"policy learning (Gumbel temperature 5 x 0.9 per epoch, curriculum from the last block, sparsity and "
-        f"sharing weights 0.05), then {args.epochs} epochs from scratch with the policy fixed. Seeds "
+        f"{args.epochs} epochs (Adam 2e-3, cosine, batch 64); AdaShare: {args.epochs // 4} warm-up epochs of hard "
+        f"sharing, {3 * args.epochs // 4} of policy learning (Gumbel temperature 5 x 0.965 per epoch, curriculum "
+        "from the last block, sparsity and sharing weights 0.05), then "
+        f"{args.epochs} epochs from scratch with the policy fixed. Seeds "
         f"{', '.join(map(str, seeds))} (data, weights, batches); metrics are medians over seeds; delta MTL is the "
         "mean relative change against the single-task networks (sign flipped where lower is better).",
+        "A small training set: multi-task learning pays where labels are few. In development runs (seed 0) with "
+        "2,000 training scenes and 20 epochs, sharing cost more than it gave: hard sharing -2.33%, AdaShare -2.00% "
+        "against single-task networks (counting gained 9-11 points, the dense tasks lost 4-6%); with 500 scenes and "
+        "60 epochs hard sharing gained +2.23%.",
         f"AdaShare parameters / hard sharing: {runs[0].rows['AdaShare']['params'] / hard_params:.4f} (the policy "
         "logits are not counted: 60 numbers); single-task: the five networks together.",
         "AdaShare's policies, share of task pairs executing each block (median over seeds), block 1 to 6: "
@@ -85,8 +91,8 @@ def budget(args, seeds, work: Path) -> None:
         scores: dict[str, list[float]] = {}
         counts: dict[str, dict] = {}
         for seed in seeds:
-            s = load_scenes(train=args.train, test=args.test, seed=seed)
-            amount = args.budget_share * args.train * sum(costs.values())
+            s = load_scenes(train=args.pool, test=args.test, seed=seed)
+            amount = args.budget_share * args.pool * sum(costs.values())
             r = compare_allocations(s.train.dataset(), s.test.dataset(), specs, costs, amount,
                                     MultiTaskConfig(seed=seed), steps=args.steps,
                                     out_dir=work / f"budget-seed{seed}")  # fmt: skip
@@ -108,7 +114,7 @@ def budget(args, seeds, work: Path) -> None:
     verdict = "Adaptive >= best fixed strategy: " + "; ".join(
         f"{k}: {'yes' if ok else 'no'} (best fixed {b})" for k, (ok, b) in wins.items()) + "."
     notes = [
-        f"Pool: {args.train} training scenes; test: {args.test}. Budget: what labelling {args.budget_share:.0%} of "
+        f"Pool: {args.pool} training scenes; test: {args.test}. Budget: what labelling {args.budget_share:.0%} of "
         "the pool for every task costs. Label costs per task (segment, depth, normal, edge, count): "
         + "; ".join(f"{k}: {', '.join(f'{v:g}' for v in c.values())}" for k, c in COSTS.items()) + ". Each "
         f"allocation trains a hard-sharing network for {args.steps} steps (each task's loss over its labelled "
@@ -127,10 +133,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--part", default="both", choices=("sharing", "budget", "both"))
-    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--train", type=int, default=500, help="training scenes of the sharing study")
     parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--pool", type=int, default=1000, help="scenes that can be labelled in the budget study")
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--budget-share", type=float, default=0.1)
     parser.add_argument("--work", default="runs/bench-multitask", help="where finished models' figures are kept")
     args = parser.parse_args()

@@ -147,6 +147,7 @@ def test_the_fewshot_commands_train_resume_and_evaluate(tmp_path, capsys, monkey
                               20, "-q")  # fmt: skip
     assert code == 0, err
     assert "5-way 1-shot" in text and "5-way 2-shot" in text and (out / "eval_test.json").exists()
+    assert (out / "eval_test.png").stat().st_size > 0
     assert_refused(capsys, "fewshot", "eval", "--run", out, "--shots", "one", message="--shots takes")
     assert_refused(capsys, "fewshot", "eval", "--run", tmp_path / "nothing", message="nothing")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from effdl.cli.common import add_log_flags, claim_out, positive_int
 from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_json
+from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
 from effdl.data import load_glyphs
 from effdl.fewshot import (
@@ -118,6 +119,16 @@ def _eval(args: argparse.Namespace) -> int:
         records.append({"n_way": args.way, "k_shot": k, **score.to_dict()})
     print(format_table(rows, [f"{args.split} alphabets", "accuracy +- 95% CI", "episodes"], align="lrr"))
     atomic_write_json(Path(args.run) / f"eval_{args.split}.json", {"split": args.split, "results": records})
+    plot = Path(args.run) / f"eval_{args.split}.png"
+    with saved_figure(plot, size=(5, 3.5)) as (_, ax):
+        ax.errorbar([r["k_shot"] for r in records], [100 * r["accuracy"] for r in records],
+                    yerr=[100 * r["ci95"] for r in records], marker="o", capsize=4)  # fmt: skip
+        ax.axhline(100 / args.way, color="grey", linestyle=":", label="chance")
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("accuracy (%) +- 95% interval")
+        ax.set_title(f"{args.way}-way episodes, {args.split} alphabets")
+        ax.legend()
+    print(f"plot: {plot}")
     return 0
 
 
