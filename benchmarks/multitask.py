@@ -75,7 +75,7 @@ def sharing(args, seeds, work: Path) -> None:
         "logits are not counted: 60 numbers); single-task: the five networks together.",
         "AdaShare's policies, share of task pairs executing each block (median over seeds), block 1 to 6: "
         + ", ".join(f"{d:.0%}" for d in depth) + ".",
-        "Seed 0's policy (x executed, . skipped; select probability):\n\n" + runs[0].policy_table(),
+        "Seed 0's policy (x executed, . skipped; select probability):\n\n" + runs[0].policy_table() + "\n",
     ]
     runs[0].plot(RESULTS / "multitask_policy.png")
     records = [{"seed": seed, **r.to_dict(), "seconds": t} for seed, r, t in zip(seeds, runs, times, strict=True)]
