@@ -12,7 +12,9 @@ Run: .venv/bin/python benchmarks/fewshot_augment.py [--classes 64] [--episodes 1
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,7 +32,7 @@ RUNS = {
     "shot: 2 shifted copies": AugmentConfig(shots=("shift",), shot_copies=2),
     "task: rotation (p=0.5)": AugmentConfig(task_rotation=0.5),
     "task + query": AugmentConfig(query=QUERY, task_rotation=0.5),
-    "Meta-MaxUp m=4, task + query": AugmentConfig(query=QUERY, task_rotation=0.5, maxup=4),
+    "Meta-MaxUp m=4: task + query": AugmentConfig(query=QUERY, task_rotation=0.5, maxup=4),
 }
 
 
@@ -40,7 +42,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=1500)
     parser.add_argument("--test-episodes", type=int, default=1000)
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names (default all)")
+    parser.add_argument("--work", default="runs/bench-fewshot-augment", help="finished runs are kept here")
     args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     g = load_glyphs()
     train, test = g.train, g.test
     keep = torch.randperm(train.num_classes, generator=torch.Generator().manual_seed(0))[: args.classes]
@@ -49,6 +54,14 @@ def main() -> None:
     rows, records = [], []
     for name in args.runs.split(","):
         aug = RUNS[name]
+        done = work / f"{name.replace(' ', '_').replace(':', '').replace('/', '')}.json"
+        if done.exists():  # a finished run of an interrupted benchmark
+            record = json.loads(done.read_text())
+            records.append(record)
+            rows.append([name, *(_score(record[k]) for k in ("5-way 1-shot", "20-way 1-shot")),
+                         f"{100 * record['training classes 5-way 1-shot']['accuracy']:.2f}%",
+                         f"{record['seconds']:.0f} s"])  # fmt: skip
+            continue
         t0 = time.perf_counter()
         model = train_meta_learner(images, labels, FewShotConfig(episodes=args.episodes), augment=aug)
         seconds = time.perf_counter() - t0
@@ -60,6 +73,7 @@ def main() -> None:
         records.append({"run": name, "augment": aug.to_dict() if aug else None, "seconds": seconds,
                         "5-way 1-shot": five.to_dict(), "20-way 1-shot": twenty.to_dict(),
                         "training classes 5-way 1-shot": seen.to_dict()})  # fmt: skip
+        done.write_text(json.dumps(records[-1]))
         print(rows[-1], flush=True)
     table = format_table(rows, ["augmentation", "5-way 1-shot (test)", "20-way 1-shot (test)", "training classes",
                                 "training"], align="lrrrr")  # fmt: skip
@@ -71,8 +85,8 @@ def main() -> None:
         f"{args.test_episodes // 2} 20-way 1-shot episodes of the test alphabets (mean +- 95% interval); "
         "'training classes': 5-way 1-shot on the classes trained on (how well the learner fits them).",
     ]
-    if "none" in by and "Meta-MaxUp m=4, task + query" in by:
-        none, maxup = by["none"], by["Meta-MaxUp m=4, task + query"]
+    if "none" in by and "Meta-MaxUp m=4: task + query" in by:
+        none, maxup = by["none"], by["Meta-MaxUp m=4: task + query"]
         apart = maxup["accuracy"] - maxup["ci95"] > none["accuracy"] + none["ci95"]
         notes.append(f"Meta-MaxUp minus none, 5-way 1-shot: {100 * (maxup['accuracy'] - none['accuracy']):+.2f} "
                      f"points; 95% intervals {'do not overlap' if apart else 'overlap'}.")  # fmt: skip
@@ -81,6 +95,10 @@ def main() -> None:
         notes.append(f"Query minus support augmentation (same augmentations, same compute): {100 * (q - s):+.2f} "
                      "points.")  # fmt: skip
     print(write_results("fewshot_augment", "Augmentation for meta-learning", notes, table, records))
+
+
+def _score(d: dict) -> str:
+    return f"{100 * d['accuracy']:.2f}% +- {100 * d['ci95']:.2f}"
 
 
 if __name__ == "__main__":
