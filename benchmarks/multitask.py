@@ -121,8 +121,10 @@ def budget(args, seeds, work: Path) -> None:
         "images); score: multi-task gain (percent) against the same network trained with every label of the pool. "
         "Fixed strategies: labels per task proportional to 1 (uniform count), to 1/cost (uniform cost) or to cost "
         "(cost-proportional). Adaptive: 6 pilot trainings (every task at a quarter of the uniform-count labels, "
-        "then each task alone at half) measure each task's gain on the multi-task objective; the budget then goes "
-        "greedily where the fitted log curve promises the most per unit of cost. Median over seeds "
+        "then each task alone at half) measure each task's gain on the multi-task objective; every task keeps the "
+        "pilot's base count and the rest of the budget goes greedily where the fitted log curve promises the most "
+        "per unit of cost. Every allocation trains on the same batches of the whole pool (only the labels differ). "
+        "Median over seeds "
         f"{', '.join(map(str, seeds))}.",
         verdict,
     ]
@@ -137,9 +139,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--pool", type=int, default=1000, help="scenes that can be labelled in the budget study")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--budget-share", type=float, default=0.1)
-    parser.add_argument("--work", default="runs/bench-multitask", help="where finished models' figures are kept")
+    parser.add_argument("--work", default="runs/bench-multitask-v2", help="where finished models' figures are kept")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.work)

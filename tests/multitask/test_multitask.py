@@ -210,6 +210,9 @@ def test_labelled_subsets_mask_the_loss_and_the_adaptive_allocator_follows_the_p
     assert len(data) == 40 and masks.sum(dim=0).tolist() == [5, 0, 40, 0, 12]
     bigger = LabelledSubsets(pool, tuple(SPECS), {"segment": 9, "normal": 40, "count": 12})
     assert bool((bigger.labelled[:, 0] | ~data.labelled[:, 0]).all())  # more labels of a task: a superset
+    few = LabelledSubsets(pool, tuple(SPECS), {"segment": 5})
+    everyone = LabelledSubsets(pool, tuple(SPECS), {"segment": 5}, keep_unlabelled=True)
+    assert len(few) == 5 and len(everyone) == 40 and int(everyone.labelled.sum()) == 5
     # an unlabelled task contributes nothing: its loss and gradient are zero
     net = MultiTaskNet(SPECS, widths=(8,), strides=(1,))
     x, y = torch.utils.data.default_collate([data[i] for i in range(8)])

@@ -90,7 +90,9 @@ def fixed_allocation(strategy: str, costs: Mapping[str, float], budget: float, p
 class LabelledSubsets(Dataset):
     """Images of a pool with labels for some tasks only: task ``t`` is labelled on the first ``counts[t]`` images
     of its own seeded ordering of the pool (so a larger count labels a superset). Only images with at least one
-    label are items; each item's targets carry ``MASK_KEY``: ``(tasks,)`` bools in ``tasks`` order.
+    label are items, unless ``keep_unlabelled`` (then every image is, and allocations of one pool train on the same
+    batches: only their labels differ); each item's targets carry ``MASK_KEY``: ``(tasks,)`` bools in ``tasks``
+    order.
 
     Example:
         >>> from effdl.data import render_scenes
@@ -100,7 +102,8 @@ class LabelledSubsets(Dataset):
         (True, 3)
     """
 
-    def __init__(self, pool: Dataset, tasks: tuple[str, ...], counts: Mapping[str, int], *, seed: int = 0) -> None:
+    def __init__(self, pool: Dataset, tasks: tuple[str, ...], counts: Mapping[str, int], *, seed: int = 0,
+                 keep_unlabelled: bool = False) -> None:  # fmt: skip
         n = len(pool)  # type: ignore[arg-type]
         self.pool, self.tasks = pool, tuple(tasks)
         labelled = torch.zeros(n, len(tasks), dtype=torch.bool)
@@ -111,8 +114,8 @@ class LabelledSubsets(Dataset):
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1009 + i))
             labelled[order[:k], i] = True
         self.labelled = labelled
-        self.indices = torch.nonzero(labelled.any(dim=1)).flatten()
-        if len(self.indices) == 0:
+        self.indices = torch.arange(n) if keep_unlabelled else torch.nonzero(labelled.any(dim=1)).flatten()
+        if not bool(labelled.any()):
             raise ConfigError("no image has a label: give at least one task a positive count")
 
     def __len__(self) -> int:
@@ -171,11 +174,11 @@ def pilot_gains(
 
 
 def adaptive_allocation(estimate: PilotEstimate, costs: Mapping[str, float], budget: float, pool: int, *,
-                        step: int = 10) -> dict[str, int]:  # fmt: skip
+                        step: int = 10, floor: int | None = None) -> dict[str, int]:  # fmt: skip
     """Task-adaptive allocation: models each task's contribution to the multi-task objective as
     ``slope_t * log2(labels_t)`` (diminishing returns, fitted by the pilot) and spends the budget ``step`` labels
-    at a time on the task with the largest estimated gain per unit of cost, starting every task at ``step`` labels
-    (a task never bought stays at the floor only if even that is unaffordable).
+    at a time on the task with the largest estimated gain per unit of cost, starting every task at ``floor`` labels
+    (default ``step``; the pilot's base count is a good floor: the estimate says nothing below it).
 
     Example:
         >>> est = PilotEstimate(base=50, grown=100, gains={"a": 4.0, "b": 1.0})
@@ -183,11 +186,12 @@ def adaptive_allocation(estimate: PilotEstimate, costs: Mapping[str, float], bud
         {'a': 800, 'b': 200}
     """
     _check(costs, budget)
-    counts = {t: min(step, pool) for t in costs}
+    start = floor if floor is not None else step
+    counts = {t: min(start, pool) for t in costs}
     spent = sum(counts[t] * costs[t] for t in costs)
     if spent > budget:
-        raise ConfigError(f"a budget of {budget} cannot label {step} images of every task (that costs {spent}); raise "
-                          "the budget or lower step")  # fmt: skip
+        raise ConfigError(f"a budget of {budget} cannot label {start} images of every task (that costs {spent}); "
+                          "raise the budget or lower the floor")  # fmt: skip
     while True:
         best, value = None, 0.0
         for t, c in costs.items():

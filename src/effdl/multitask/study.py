@@ -249,7 +249,8 @@ def compare_allocations(
     progress: bool = False,
 ) -> AllocationComparison:
     """Trains a hard-sharing network on the labels each strategy buys from ``pool`` with ``budget`` (the three
-    fixed strategies and the task-adaptive one) for ``steps`` optimizer steps each, and scores each on ``test``
+    fixed strategies and the task-adaptive one) for ``steps`` optimizer steps each over the whole pool (the same
+    batches for every allocation; each task's loss over its labelled images), and scores each on ``test``
     against a network trained with every label of the pool (``reference``: its metrics, trained here when not
     given). The adaptive allocator's pilot (``pilot = (base, grown)`` labels per task, default a quarter and a half
     of what uniform count buys) runs here unless ``pilot_estimate`` is given (it does not depend on the costs, so
@@ -274,7 +275,7 @@ def compare_allocations(
 
     def train_on(counts: Mapping[str, int], key: str) -> dict[str, Any]:
         def run() -> dict[str, Any]:
-            data = LabelledSubsets(pool, tasks, counts, seed=config.seed)
+            data = LabelledSubsets(pool, tasks, counts, seed=config.seed, keep_unlabelled=True)
             epochs = max(1, math.ceil(steps * config.batch_size / len(data)))
             torch.manual_seed(config.seed)
             net = MultiTaskNet(specs, widths=widths)
@@ -295,7 +296,8 @@ def compare_allocations(
         pilot_estimate = pilot_gains(pilot_run, specs, base=base, grown=grown)
     allocations = {s: fixed_allocation(s, costs, budget, n) for s in ALLOCATIONS}
     step = max(1, min(uniform.values()) // 20)
-    allocations["adaptive"] = adaptive_allocation(pilot_estimate, costs, budget, n, step=step)
+    floor = min(pilot_estimate.base, min(uniform.values()))
+    allocations["adaptive"] = adaptive_allocation(pilot_estimate, costs, budget, n, step=step, floor=floor)
     rows = {}
     for strategy, counts in allocations.items():
         key = f"alloc-{strategy}-" + "-".join(str(counts[t]) for t in tasks)
