@@ -160,10 +160,10 @@ def test_sampling_with_decided_logits_gives_the_fixed_policy_output():
 def test_hard_sharing_trains_and_beats_an_untrained_network():
     s = load_scenes(train=256, val=8, test=128, size=16)
     torch.manual_seed(0)
-    before = evaluate_multitask(MultiTaskNet(SPECS, widths=(8, 8), strides=(1, 2)), s.test.dataset())
+    before = evaluate_multitask(MultiTaskNet(SPECS, widths=(8,), strides=(2,)), s.test.dataset())
     torch.manual_seed(0)
-    net = train_multitask(MultiTaskNet(SPECS, widths=(8, 8), strides=(1, 2)), s.train.dataset(),
-                          MultiTaskConfig(epochs=10, batch_size=32, lr=5e-3))  # fmt: skip
+    net = train_multitask(MultiTaskNet(SPECS, widths=(8,), strides=(2,)), s.train.dataset(),
+                          MultiTaskConfig(epochs=5, batch_size=32, lr=5e-3))  # fmt: skip
     after = evaluate_multitask(net, s.test.dataset())
     assert after["segment"] > before["segment"] and after["depth"] < before["depth"]
     assert after["normal"] < before["normal"] and after["edge"] > before["edge"]
