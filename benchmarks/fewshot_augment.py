@@ -83,7 +83,8 @@ def main() -> None:
         f"seed 0, {len(images)} images), {args.episodes} episodes of 20-way 1-shot with 5 queries, Adam 1e-3 "
         f"(cosine), seed 0; the same episodes in every run. Test: {args.test_episodes} 5-way and "
         f"{args.test_episodes // 2} 20-way 1-shot episodes of the test alphabets (mean +- 95% interval); "
-        "'training classes': 5-way 1-shot on the classes trained on (how well the learner fits them).",
+        "'training classes': 5-way 1-shot on the classes trained on (how well the learner fits them). Training "
+        "times were measured with other benchmarks sharing the CPU: they are not comparable between rows.",
     ]
     if "none" in by and "Meta-MaxUp m=4: task + query" in by:
         none, maxup = by["none"], by["Meta-MaxUp m=4: task + query"]
