@@ -2,6 +2,7 @@
 computation of SimCLR's loss, the few-shot heads on contrastive episodes, the linear probe, exact resume, and the
 ``effdl fewshot pretrain`` command."""
 
+import json
 import math
 
 import pytest
@@ -125,6 +126,7 @@ def test_the_pretrain_command_reports_probe_and_fewshot_and_evaluates(tmp_path, 
     code, text, err = run_cli(capsys, *args)
     assert code == 0, err
     assert "linear probe" in text and "5-way 1-shot" in text and (out / "pretrain.json").exists()
+    assert json.loads((out / "report.json").read_text())["details"]["linear_probe"] >= 0
     first = (out / "model.safetensors").read_bytes()
     code, _, err = run_cli(capsys, *args, "--resume")
     assert code == 0, err

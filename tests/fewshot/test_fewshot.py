@@ -138,6 +138,7 @@ def test_the_fewshot_commands_train_resume_and_evaluate(tmp_path, capsys, monkey
                               "--no-progress", "-q")  # fmt: skip
     assert code == 0, err
     assert "validation alphabets, 5-way 1-shot" in text and (out / "model.safetensors").exists()
+    assert (out / "report.json").exists()
     first = (out / "model.safetensors").read_bytes()
     code, _, err = run_cli(capsys, "fewshot", "train", "--way", 5, "--query", 2, "--episodes", 4, "--out", out,
                            "--no-progress", "-q", "--resume")  # fmt: skip

@@ -10,6 +10,7 @@ from effdl.cli.common import add_log_flags, claim_out, positive_int
 from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_json
 from effdl.core.plot import saved_figure
+from effdl.core.report import Report
 from effdl.core.table import format_table
 from effdl.data import load_glyphs
 from effdl.fewshot import (
@@ -98,6 +99,8 @@ def _train(args: argparse.Namespace) -> int:
         path = save_meta_learner(model, out / "model.safetensors", config)
         val = evaluate_episodes(model, g.val.images, g.val.labels, n_way=5, k_shot=1,
                                 n_query=min(15, g.instances - 1), episodes=200)  # fmt: skip
+        Report(command="fewshot train", model=f"conv4 + {config.head}", dataset=g.describe(), config=config.to_dict(),
+               details={"val 5-way 1-shot": val.to_dict()}, artifacts={"model": path.name}).write(out)  # fmt: skip
     print(f"trained {config.head} on {config.episodes} episodes of {g.train.num_classes} training classes")
     print(f"validation alphabets, 5-way 1-shot over 200 episodes: {val}")
     print(f"model: {path}; evaluate: effdl fewshot eval --run {out}")
@@ -154,6 +157,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         fewshot = {f"5-way {k}-shot": s.to_dict() for k, s in scores.items()}
         report = {"config": config.to_dict(), "linear_probe": probe, "fewshot": fewshot}
         atomic_write_json(out / "pretrain.json", report)
+        Report(command="fewshot pretrain", model="conv4", dataset=g.describe(), config=config.to_dict(),
+               details=report, artifacts={"model": path.name}).write(out)  # fmt: skip
     print(f"pre-trained with the {config.head} loss for {config.steps} steps on {len(g.train.images)} unlabeled images")
     print(format_table(rows, [f"test alphabets ({test.num_classes} classes)", "accuracy"], align="lr"))
     print(f"encoder: {path}; few-shot evaluation: effdl fewshot eval --run {out}")
