@@ -15,7 +15,7 @@ import time
 from common import RESULTS, write_results
 from effdl.core.table import format_table
 from effdl.data import load_glyphs
-from effdl.fewshot import FewShotConfig, MetaLearner, evaluate_episodes, train_meta_learner
+from effdl.fewshot import EpisodeScore, FewShotConfig, MetaLearner, evaluate_episodes, train_meta_learner
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         if head not in heads:
             if head in earlier:
                 r = {**earlier[head], "earlier_run": True}
-                rows.append([f"{head} (earlier run)", *(_score(r[f"{k}-shot"]) for k in (1, 5)),
+                rows.append([f"{head} (earlier run)", *(str(EpisodeScore(**r[f"{k}-shot"])) for k in (1, 5)),
                              f"{r['train_seconds']:.0f} s"])  # fmt: skip
                 records.append(r)
             continue
@@ -69,10 +69,6 @@ def main() -> None:
         notes.append("Rows marked '(earlier run)' are kept from the previous run of this script (same settings; "
                      "timings from that run's machine load).")  # fmt: skip
     print(write_results("fewshot", "Few-shot learning on held-out glyph alphabets", notes, table, records))
-
-
-def _score(d: dict) -> str:
-    return f"{100 * d['accuracy']:.2f}% +- {100 * d['ci95']:.2f}"
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 from common import write_results
 from effdl.core.table import format_table
 from effdl.data import load_glyphs
-from effdl.fewshot import AugmentConfig, FewShotConfig, evaluate_episodes, train_meta_learner
+from effdl.fewshot import AugmentConfig, EpisodeScore, FewShotConfig, evaluate_episodes, train_meta_learner
 
 QUERY = ("cutout", "shift")
 RUNS = {
@@ -58,7 +58,7 @@ def main() -> None:
         if done.exists():  # a finished run of an interrupted benchmark
             record = json.loads(done.read_text())
             records.append(record)
-            rows.append([name, *(_score(record[k]) for k in ("5-way 1-shot", "20-way 1-shot")),
+            rows.append([name, *(str(EpisodeScore(**record[k])) for k in ("5-way 1-shot", "20-way 1-shot")),
                          f"{100 * record['training classes 5-way 1-shot']['accuracy']:.2f}%",
                          f"{record['seconds']:.0f} s"])  # fmt: skip
             continue
@@ -96,10 +96,6 @@ def main() -> None:
         notes.append(f"Query minus support augmentation (same augmentations, same compute): {100 * (q - s):+.2f} "
                      "points.")  # fmt: skip
     print(write_results("fewshot_augment", "Augmentation for meta-learning", notes, table, records))
-
-
-def _score(d: dict) -> str:
-    return f"{100 * d['accuracy']:.2f}% +- {100 * d['ci95']:.2f}"
 
 
 if __name__ == "__main__":

@@ -67,10 +67,9 @@ def sharing(args, seeds, work: Path) -> None:
         f"{args.epochs} epochs from scratch with the policy fixed. Seeds "
         f"{', '.join(map(str, seeds))} (data, weights, batches); metrics are medians over seeds; delta MTL is the "
         "mean relative change against the single-task networks (sign flipped where lower is better).",
-        "A small training set: multi-task learning pays where labels are few. In development runs (seed 0) with "
-        "2,000 training scenes and 20 epochs, sharing cost more than it gave: hard sharing -2.33%, AdaShare -2.00% "
-        "against single-task networks (counting gained 9-11 points, the dense tasks lost 4-6%); with 500 scenes and "
-        "60 epochs hard sharing gained +2.23%.",
+        "A small training set: multi-task learning pays where labels are few. Development runs (seed 0, not part of "
+        "this script) with 2,000 training scenes and 20 epochs found sharing costing more than it gave: counting "
+        "gained, the dense tasks lost more.",
         f"AdaShare parameters / hard sharing: {runs[0].rows['AdaShare']['params'] / hard_params:.4f} (the policy "
         "logits are not counted: 60 numbers); single-task: the five networks together.",
         "AdaShare's policies, share of task pairs executing each block (median over seeds), block 1 to 6: "

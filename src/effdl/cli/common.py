@@ -112,6 +112,15 @@ def add_log_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_args(parser: argparse.ArgumentParser, *, out_help: str = "output folder") -> None:
+    """``--out`` (required), ``--resume``, ``--restart`` and ``--no-progress``: the flags of a command that owns its
+    output folder (see :func:`claim_out`)."""
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--restart", action="store_true", help="discard an earlier run in --out and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> None:
     """``--data`` and ``--data-root``."""
     parser.add_argument(

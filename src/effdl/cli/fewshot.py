@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effdl.cli.common import add_log_flags, claim_out, positive_int
+from effdl.cli.common import add_log_flags, add_run_args, claim_out, positive_int
 from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_json
 from effdl.core.plot import saved_figure
@@ -81,10 +81,7 @@ def add_fewshot(sub) -> None:
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder (checkpoints, model.safetensors, report)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--restart", action="store_true", help="discard an earlier run in --out and start over")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(p, out_help="output folder (checkpoints, model.safetensors, report.json)")
     add_log_flags(p)
 
 

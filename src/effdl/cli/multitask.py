@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effdl.cli.common import add_log_flags, claim_out, positive_int
+from effdl.cli.common import add_log_flags, add_run_args, claim_out, positive_int
 from effdl.core.errors import ConfigError
 from effdl.core.report import Report
 from effdl.data import load_scenes
@@ -44,8 +44,6 @@ def add_multitask(sub) -> None:
     c.add_argument("--policy-epochs", type=positive_int, default=15, help="AdaShare policy learning (default 15)")
     c.add_argument("--sparsity", type=float, default=0.05, help="AdaShare sparsity weight (default 0.05)")
     c.add_argument("--sharing", type=float, default=0.05, help="AdaShare sharing weight (default 0.05)")
-    c.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    c.add_argument("--restart", action="store_true", help="discard an earlier run in --out and start over")
     c.set_defaults(func=_compare)
     b = cmds.add_parser("budget", help="allocate a label budget across tasks and train on each allocation")
     _data_flags(b)
@@ -54,8 +52,6 @@ def add_multitask(sub) -> None:
     b.add_argument("--budget", type=float, default=None,
                    help="total budget (default: what labelling 10%% of the pool for every task costs)")  # fmt: skip
     b.add_argument("--steps", type=positive_int, default=600, help="training steps per allocation (default 600)")
-    b.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    b.add_argument("--restart", action="store_true", help="discard an earlier run in --out and start over")
     b.set_defaults(func=_budget)
 
 
@@ -64,8 +60,7 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", type=positive_int, default=1000, help="test images (default 1000)")
     p.add_argument("--size", type=positive_int, default=24, help="image side in pixels (default 24)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, weights and batches")
-    p.add_argument("--out", required=True, help="output folder (models' figures, report.json, pictures)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_args(p, out_help="output folder (models' figures, report.json, pictures)")
     add_log_flags(p)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "AdaShareConfig",
     "AdaSharePolicy",
     "AdaShareResult",
+    "sharing_by_depth",
     "sharing_loss",
     "sparsity_loss",
     "train_adashare",
@@ -172,6 +173,22 @@ class AdaSharePolicy(Callback):
         self._pending = state or None
 
 
+def sharing_by_depth(gates: torch.Tensor | Sequence[Sequence[int]]) -> list[float]:
+    """Per block, the share of task pairs that both execute it (1: every task shares the block); ``gates``:
+    ``(tasks, blocks)`` of 0/1.
+
+    Example:
+        >>> [round(s, 4) for s in sharing_by_depth([[1, 1, 0], [1, 0, 0], [1, 1, 1]])]
+        [1.0, 0.3333, 0.0]
+    """
+    gates = torch.as_tensor(gates, dtype=torch.float32)
+    tasks = gates.shape[0]
+    if tasks < 2:
+        return [1.0] * gates.shape[1]
+    i, j = torch.triu_indices(tasks, tasks, offset=1)
+    return [float(((gates[i, b] == 1) & (gates[j, b] == 1)).float().mean()) for b in range(gates.shape[1])]
+
+
 @dataclasses.dataclass
 class AdaShareResult:
     """What :func:`train_adashare` returns: the retrained network (with its fixed policy) and the policy's
@@ -186,13 +203,8 @@ class AdaShareResult:
         return self.model.gates.clone()
 
     def sharing_by_depth(self) -> list[float]:
-        """Per block, the share of task pairs that agree on it while executing it (1: all tasks share the block)."""
-        gates = self.policy
-        tasks = gates.shape[0]
-        if tasks < 2:
-            return [1.0] * gates.shape[1]
-        i, j = torch.triu_indices(tasks, tasks, offset=1)
-        return [float(((gates[i, b] == 1) & (gates[j, b] == 1)).float().mean()) for b in range(gates.shape[1])]
+        """Per block, the share of task pairs that both execute it (see :func:`sharing_by_depth`)."""
+        return sharing_by_depth(self.policy)
 
     def table(self) -> list[list[str]]:
         """Rows ``task, block decisions (x executed, . skipped)``."""

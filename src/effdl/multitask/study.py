@@ -20,7 +20,7 @@ from effdl.core.io import atomic_write_json
 from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
 from effdl.measure import count_macs
-from effdl.multitask.adashare import AdaShareConfig, train_adashare
+from effdl.multitask.adashare import AdaShareConfig, sharing_by_depth, train_adashare
 from effdl.multitask.budget import (
     ALLOCATIONS,
     LabelledSubsets,
@@ -63,9 +63,7 @@ class SharingComparison:
 
     def sharing_by_depth(self) -> list[float]:
         """Per block, the share of task pairs that both execute it."""
-        gates = torch.tensor(self.policy, dtype=torch.float32)
-        i, j = torch.triu_indices(len(gates), len(gates), offset=1)
-        return [float(((gates[i, b] == 1) & (gates[j, b] == 1)).float().mean()) for b in range(gates.shape[1])]
+        return sharing_by_depth(self.policy)
 
     def to_table(self) -> str:
         """Methods by tasks, with the multi-task gain, parameters and MACs."""
