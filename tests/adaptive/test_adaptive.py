@@ -150,6 +150,24 @@ def test_the_policys_bops_accounting_equals_a_hand_count(monkeypatch):
                                 0: pytest.approx(1 / 6)}  # fmt: skip
 
 
+def test_a_bops_budget_is_met_by_dual_ascent():
+    torch.manual_seed(0)
+    clips, labels = torch.randn(96, 3, 1, 40), torch.randint(0, 4, (96,))
+    right = torch.nn.functional.one_hot(labels, 4).float()[:, None].expand(96, 3, 4) * 0.9 + 0.025
+    probs = torch.stack([right, torch.full((96, 3, 4), 0.25)])  # 8 bits always right, 4 bits always unsure
+    costs = torch.tensor([1.0, 0.25])
+
+    def spent(**kw):
+        policy = PrecisionPolicy((1, 40), 2, hidden=4, view=5)
+        config = PolicyConfig(skip=False, epochs=40, batch_size=32, lr=3e-2, tau_start=1.0, tau_end=0.3, **kw)
+        return train_policy(policy, probs, clips, labels, costs=costs, config=config)
+
+    assert spent(cost=0.0)[-1]["cost"] > 0.9  # free bits: every frame at 8 bits
+    history = spent(cost=0.0, budget=0.5)
+    assert 0.4 <= history[-1]["cost"] <= 0.6  # the multiplier (raised while over the budget) holds it there
+    assert max(h["cost_weight"] for h in history) > 0
+
+
 def test_deployed_inference_equals_the_evaluation_on_precomputed_outputs():
     model = _converted().eval()
     policy = PrecisionPolicy((1, 40), 4, hidden=6)
@@ -226,6 +244,8 @@ def test_bad_configs_are_refused():
         any_precision_(_converted(), AnyPrecisionConfig(), example_inputs=torch.randn(2, 1, 40))
     with pytest.raises(ConfigError, match="tau_end must be in"):
         PolicyConfig(tau_start=1.0, tau_end=2.0)
+    with pytest.raises(ConfigError, match="budget"):
+        PolicyConfig(budget=1.5)
     with pytest.raises(ShapeError, match="same clips and frames"):
         train_policy(PrecisionPolicy((1, 40), 4), torch.rand(3, 2, 4, 10), torch.randn(2, 5, 1, 40),
                      torch.tensor([0, 1]), costs=torch.ones(4), config=PolicyConfig(epochs=1))  # fmt: skip

@@ -77,6 +77,16 @@ def test_int8_last_step_and_sparse_finetune(setup, tmp_path):
     assert result.stages[-1].summary.size_bytes < 0.4 * result.stages[0].summary.size_bytes
 
 
+def test_an_int8_model_only_onnxruntime_runs_is_deployed_and_reported(setup, tmp_path):
+    model, _ = setup
+    last = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    recipe = Recipe([Int8Config(runtime="onnxruntime", ignore=(last,))])  # torch-ao cannot leave a layer float
+    result = _run(setup, recipe, tmp_path)
+    d = result.deployment
+    assert set(d.runtimes_ms) == {"onnxruntime int8"} and d.agreement is None
+    assert "no second runtime could run this model" in (tmp_path / "report.md").read_text()
+
+
 def test_rerun_continues_and_other_recipe_is_refused(setup, tmp_path):
     one = Recipe([L1FilterPruneConfig(ratio=0.5)])
     first = _run(setup, one, tmp_path)

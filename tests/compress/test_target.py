@@ -5,7 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from effdl.compress import LatencyModel, LatencyTable, Recipe, TargetConfig, compress_model, compress_to_target
+from effdl.compress import (
+    LatencyModel,
+    LatencyTable,
+    Recipe,
+    SearchPoint,
+    TargetConfig,
+    compress_model,
+    compress_to_target,
+)
 from effdl.compress.latency_model import layer_inputs
 from effdl.core import ConfigError, EffdlError
 from effdl.data import get_dataset
@@ -56,7 +64,8 @@ def test_the_search_meets_the_tolerance_and_writes_its_report(searched):
     d = result.details
     assert 100 * (d["baseline"]["accuracy"] - d["final"]["accuracy"]) <= 5.0
     assert d["smaller"] > 3.0  # int8 alone gives about 4x; pruning adds to it
-    sizes = [p.size_bytes for p in result.points]
+    kept = [p for p in result.points if d["baseline"]["accuracy"] - p.accuracy <= 2 * 5.0 / 100]
+    sizes = [p.size_bytes for p in kept]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)  # every step cut the objective
     assert isinstance(result.recipe.steps[-1], Int8Config) and result.recipe.steps[-1].runtime == "onnxruntime"
     text = (out / "target.md").read_text()
@@ -99,6 +108,31 @@ def test_an_interrupted_search_continues_with_more_steps(setup, table, tmp_path)
     assert len(more.points) == 3
     assert [p.plan for p in more.points[:2]] == [p.plan for p in first.points]  # continued, not redone
     assert more.points[2].macs < more.points[1].macs
+
+
+def test_a_failed_step_tries_the_next_proposals_before_stopping(setup, table, tmp_path):
+    model, data = setup
+    quick = {**QUICK, "max_steps": 6, "search_epochs": 0, "finetune_epochs": 1}  # failures confirmed with 1 epoch
+    target = TargetConfig(objective="macs", tolerance=0.0, runtime="pytorch", retries=1, **quick)
+    message = "cannot be met"
+    try:
+        compress_to_target(model, data, target, out_dir=tmp_path, measure=FAST, progress=False, latency_table=table)
+    except ConfigError as exc:  # tolerance 0: the final replay may miss it on the test set
+        message = str(exc)
+    assert "cannot be met" in message
+    state = json.loads((tmp_path / "search.json").read_text())
+    points, stop = [SearchPoint.from_dict(p) for p in state["points"]], state["stop"]
+    failed = [p.accuracy < points[0].accuracy - 1e-9 for p in points]
+    assert any(failed)  # tolerance 0: cuts that cost any validation accuracy fail
+    assert all(p.epochs == 1 for p, bad in zip(points, failed, strict=True) if bad)  # confirmed before given up
+    assert len({str(sorted(p.plan.items())) for p in points}) == len(points)  # no proposal is tried twice
+    if "tolerance" in stop:  # stopped by failures: the step's proposal and its one retry both failed
+        assert failed[-2:] == [True, True] and "2 proposal(s)" in stop
+    accepted = points[0]
+    for p, bad in zip(points[1:], failed[1:], strict=True):  # every point is a cut of the last kept one
+        assert all(p.plan.get(g, 0) >= k for g, k in accepted.plan.items()) and p.plan != accepted.plan
+        if not bad:
+            accepted = p
 
 
 def test_an_impossible_ratio_names_the_best_point_reached(setup, table, tmp_path):

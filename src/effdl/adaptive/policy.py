@@ -7,8 +7,10 @@ cross-entropy of the prediction the sampled choices make (the mean of the chosen
 skipped frames left out) + ``distill`` x KL from the highest width's clip prediction + ``cost`` x the expected bit
 operations per frame relative to the highest width (the choice probabilities times each choice's BOPs: ``b^2``
 scaling, skip free) + ``balance`` x the squared distance of the batch's choice usage from uniform + ``entropy`` x the
-mean entropy of the per-frame choices. Since the recognition network is frozen, its outputs at every width are
-computed once (:func:`frame_outputs`), which makes policy training a matter of seconds.
+mean entropy of the per-frame choices. With a ``budget`` the cost weight is not fixed but a Lagrange multiplier
+found by dual ascent, so that the policy spends about the BOPs asked for (an extension: the paper tunes the weight).
+Since the recognition network is frozen, its outputs at every width are computed once (:func:`frame_outputs`),
+which makes policy training a matter of seconds.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class PolicyConfig(Config):
         epochs, batch_size, lr: training (Adam, cosine schedule).
         tau_start, tau_end: Gumbel-softmax temperature, annealed exponentially over the epochs.
         cost: weight of the expected bit operations (relative to the highest width): the accuracy/BOPs trade-off.
+        budget: aim at this average BOPs (relative to the highest width) instead of fixing the trade-off: the cost
+            weight becomes a Lagrange multiplier, starting at ``cost``, raised after each batch whose expected BOPs
+            exceed the budget and lowered (not below 0) after each under it (dual ascent, ``budget_lr`` per unit of
+            excess). None: the fixed weight ``cost``.
+        budget_lr: step of the multiplier's dual ascent.
         distill: weight of the distillation from the highest width's clip prediction.
         balance: weight of the usage-balance term.
         entropy: weight of the per-frame choice entropy.
@@ -81,6 +88,8 @@ class PolicyConfig(Config):
     tau_start: float = 5.0
     tau_end: float = 0.1
     cost: float = 0.2
+    budget: float | None = None
+    budget_lr: float = 1.0
     distill: float = 0.0
     balance: float = 0.0
     entropy: float = 0.0
@@ -94,6 +103,10 @@ class PolicyConfig(Config):
         check_range("lr", self.lr, 0.0, low_open=True, hint="use lr=1e-2")
         check_range("tau_start", self.tau_start, 0.0, low_open=True, hint="use tau_start=5")
         check_range("tau_end", self.tau_end, 0.0, self.tau_start, low_open=True, hint="use tau_end=0.1")
+        if self.budget is not None:
+            check_range("budget", self.budget, 0.0, 1.0, low_open=True, hint="use budget=0.5 (half the BOPs of the "
+                        "highest width)")  # fmt: skip
+        check_range("budget_lr", self.budget_lr, 0.0, low_open=True, hint="use budget_lr=1.0")
         for name in ("cost", "distill", "balance", "entropy"):
             check_range(name, getattr(self, name), 0.0, hint=f"use {name}=0 to switch the term off")
 
@@ -226,6 +239,7 @@ def train_policy(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * steps)
     teacher = probs[0].mean(dim=1)  # the highest width on every frame: (clips, classes)
     k = costs.numel()
+    weight = config.cost  # the cost term's weight; a Lagrange multiplier with a budget
     history = []
     policy.train()
     for epoch in range(config.epochs):
@@ -251,16 +265,19 @@ def train_policy(
                 "entropy": -(p * torch.log(p.clamp(min=1e-8))).sum(-1).mean(),
             }
             loss = (terms["ce"] + config.distill * terms["distill"]
-                    + config.cost * terms["cost"] + config.balance * terms["balance"]
+                    + weight * terms["cost"] + config.balance * terms["balance"]
                     + config.entropy * terms["entropy"])  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if config.budget is not None:  # dual ascent on the constraint E[BOPs] <= budget
+                weight = max(0.0, weight + config.budget_lr * (float(terms["cost"].detach()) - config.budget))
             sums["loss"] += float(loss.detach()) * len(idx)
             sums["accuracy"] += float((pred.argmax(1) == labels[idx]).sum())
             sums["cost"] += float((hard * costs).sum(-1).mean()) * len(idx)
-        history.append({"epoch": epoch + 1, "tau": tau, **{k_: v / len(labels) for k_, v in sums.items()}})
+        history.append({"epoch": epoch + 1, "tau": tau, "cost_weight": weight,
+                        **{k_: v / len(labels) for k_, v in sums.items()}})  # fmt: skip
         if (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
             h = history[-1]
             log.info("policy epoch %d/%d: loss %.4f, train clip accuracy %.4f, relative BOPs %.3f (tau %.3f)",

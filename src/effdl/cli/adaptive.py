@@ -56,6 +56,9 @@ def add_adaptive(sub) -> None:
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
     for s in (run, policy):
         s.add_argument("--cost", type=float, default=0.2, help="weight of the bit operations in the policy's loss")
+        s.add_argument("--budget", type=float, default=None,
+                       help="aim at this share of the highest width's bit operations (e.g. 0.5) instead of a fixed "
+                            "--cost weight")  # fmt: skip
         s.add_argument("--policy-epochs", type=int, default=150, help="training epochs of the policy (default 150)")
     for s in (policy, ev):
         s.add_argument("--model", required=True, help="the any-precision model (model.safetensors of `train`)")
@@ -74,7 +77,8 @@ def _widths(text: str) -> tuple[int, ...]:
 def _config(args: argparse.Namespace) -> AdaptiveStudyConfig:
     anyprec = AnyPrecisionConfig(widths=_widths(getattr(args, "widths", "8,4,2")),
                                  end_bits=getattr(args, "end_bits", None))  # fmt: skip
-    policy = PolicyConfig(cost=getattr(args, "cost", 0.2), epochs=getattr(args, "policy_epochs", 150), seed=args.seed)
+    policy = PolicyConfig(cost=getattr(args, "cost", 0.2), budget=getattr(args, "budget", None),
+                          epochs=getattr(args, "policy_epochs", 150), seed=args.seed)  # fmt: skip
     alone = not getattr(args, "no_alone", False)
     return AdaptiveStudyConfig(anyprec=anyprec, policy=policy, frames=args.frames, seed=args.seed,
                                epochs=getattr(args, "epochs", 40), alone=alone)  # fmt: skip

@@ -130,7 +130,10 @@ def write_reports(report: Report, stages: list[Stage], deployment: Deployment | 
             [k, f"{v:.3f} ms", "<- fastest" if k == deployment.best else ""] for k, v in deployment.runtimes_ms.items()
         ]
         lines += [format_table(rows, ["runtime", f"latency (batch {batch})", ""], align="lrl"), ""]
-        if deployment.onnx_path:
+        if deployment.onnx_path and deployment.agreement is None:
+            lines.append(f"ONNX: `{deployment.onnx_path}` (no second runtime could run this model to cross-check "
+                         "onnxruntime's predictions; see the log).")  # fmt: skip
+        elif deployment.onnx_path:
             lines.append(f"ONNX: `{deployment.onnx_path}`; onnxruntime predicts the same class as the PyTorch model on "
                          f"{100 * deployment.agreement:.2f}% of the test set.")  # fmt: skip
         else:

@@ -13,10 +13,12 @@ The search (:func:`compress_to_target`) walks from the trained model towards sma
    fine-tuned briefly with distillation from the original and evaluated; it is timed whole in the runtime, and the
    latency model is refitted with it.
 
-It stops when the validation accuracy falls past twice the tolerance (a short fine-tune understates what the full
-one recovers), when the objective ratio asked for is reached, when every group is at ``max_ratio`` or no cut lowers
-the objective enough, or when the budget (steps, seconds) is spent. The explored points, most aggressive first,
-become recipes (prune per layer, fine-tune with distillation, int8 with the layers int8 hurts most kept float),
+A point whose validation accuracy falls past twice the tolerance is fine-tuned again as long as the final recipe
+will be (the short fine-tune understates what the full one recovers; ``confirm``); if it still falls past, it stays
+in the explored front but is not stepped from: the step's next-best proposals are tried instead (``retries``). It
+stops when those fail too, when the objective ratio asked for is reached, when every group is at ``max_ratio`` or no
+cut lowers the objective enough, or when the budget (steps, seconds) is spent. The explored points, most aggressive
+first, become recipes (prune per layer, fine-tune with distillation, int8 with the layers int8 hurts most kept float),
 replayed by :func:`~effdl.compress.compress_model` from the original model and measured in the real runtime; the
 first whose test accuracy is within the tolerance is the result (at most ``final_tries`` are replayed). The recipe
 written to ``OUT/recipe.yaml`` replays the same model with ``effdl compress``.
@@ -102,6 +104,10 @@ class TargetConfig(Config):
         max_steps: search steps at most.
         time_budget_s: stop searching after this many seconds (None: no limit).
         final_tries: candidates replayed in full, most aggressive first, until one meets the tolerance.
+        confirm: a point that falls past twice the tolerance after the short fine-tune is fine-tuned again for
+            ``finetune_epochs`` (as the final recipe will be) before it is given up.
+        retries: when a step's point still falls past twice the tolerance, the next-best proposals of that step
+            tried (one at a time) before the search stops; 0: stop at the first failure.
         seed: validation split and fine-tuning seed.
 
     Example:
@@ -126,6 +132,8 @@ class TargetConfig(Config):
     max_steps: int = 40
     time_budget_s: float | None = None
     final_tries: int = 3
+    confirm: bool = True
+    retries: int = 2
     seed: int = 0
 
     def validate(self) -> None:
@@ -145,6 +153,7 @@ class TargetConfig(Config):
         check_range("finetune_epochs", self.finetune_epochs, 0, 10_000, hint="use finetune_epochs=10")
         check_range("max_steps", self.max_steps, 1, 100_000, hint="use max_steps=40")
         check_range("final_tries", self.final_tries, 1, 100, hint="use final_tries=3")
+        check_range("retries", self.retries, 0, 100, hint="use retries=2")
         if self.time_budget_s is not None:
             check_range("time_budget_s", self.time_budget_s, 0.0, low_open=True, hint="use time_budget_s=600")
         StructuredPruneConfig(criterion=self.criterion)  # an unknown criterion raises with the valid names
@@ -168,6 +177,7 @@ class SearchPoint:
     macs: int
     chosen_group: str | None = None
     measured_ms: float | None = None
+    epochs: int | None = None  # fine-tuning epochs behind ``accuracy`` (None: the search's short fine-tune)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict."""
@@ -178,7 +188,8 @@ class SearchPoint:
         """Inverse of :meth:`to_dict`."""
         return cls(int(d["index"]), {str(k): int(v) for k, v in d["plan"].items()}, float(d["accuracy"]),
                    float(d["latency_ms"]), int(d["size_bytes"]), int(d["macs"]), d.get("chosen_group"),
-                   None if d.get("measured_ms") is None else float(d["measured_ms"]))  # fmt: skip
+                   None if d.get("measured_ms") is None else float(d["measured_ms"]),
+                   None if d.get("epochs") is None else int(d["epochs"]))  # fmt: skip
 
     def cost(self, objective: str, bases: dict[str, float] | None = None) -> float:
         """The point's value of ``objective`` (latency: measured when it was, else predicted; ``latency+size``
@@ -344,13 +355,15 @@ class _Search:
     def accuracy(self, model: nn.Module) -> float:
         return evaluate(model, self.val)["accuracy"]
 
-    def finetuned(self, plan: dict[str, int]) -> nn.Module:
-        """The original pruned by ``plan`` and fine-tuned briefly (with distillation) on the search split."""
+    def finetuned(self, plan: dict[str, int], epochs: int | None = None) -> nn.Module:
+        """The original pruned by ``plan`` and fine-tuned (with distillation) on the search split, for ``epochs``
+        (default: the search's short fine-tune)."""
         pruned = self.pruned(plan)
-        if self.target.search_epochs == 0:
+        epochs = self.target.search_epochs if epochs is None else epochs
+        if epochs == 0:
             return pruned
         torch.manual_seed(self.target.seed)
-        step = FinetuneConfig(train={"epochs": self.target.search_epochs, "seed": self.target.seed},
+        step = FinetuneConfig(train={"epochs": epochs, "seed": self.target.seed},
                               distill=DistillConfig() if self.target.distill else None)  # fmt: skip
         context = TransformContext(example_inputs=self.data.example_inputs(2), dataset=self.search_data,
                                    teacher=self.model, progress=False)  # fmt: skip
@@ -439,8 +452,16 @@ class _Search:
         if not points:
             points.append(self.point(0, {}, self.model, None))
             self.save_state(points, None)
-        current_model = self.finetuned(points[-1].plan) if len(points) > 1 and stop is None else self.model
         base_acc = points[0].accuracy
+        tol = None if target.tolerance is None else 2 * target.tolerance / 100 + 1e-9
+
+        def failed(p: SearchPoint) -> bool:
+            return tol is not None and base_acc - p.accuracy > tol
+
+        accepted = next(p for p in reversed(points) if not failed(p))  # the point the next step starts from
+        current_model = (
+            self.finetuned(accepted.plan, accepted.epochs) if accepted.index > 0 and stop is None else self.model
+        )
         bar = None
         if self.progress and stop is None:
             from tqdm.auto import tqdm
@@ -448,33 +469,47 @@ class _Search:
             bar = tqdm(total=target.max_steps, initial=len(points) - 1, desc="target search", unit="step")
         try:
             while stop is None:
-                last = points[-1]
                 if len(points) - 1 >= target.max_steps:
                     stop = f"the step budget ({target.max_steps}) is spent"
                     break
                 if target.time_budget_s is not None and time.monotonic() - started > target.time_budget_s:
                     stop = f"the time budget ({target.time_budget_s:g} s) is spent"
                     break
-                current = self.cost(self.pruned(last.plan))  # predicted by the latency model as refitted now
-                proposals = self.proposals(last.plan, current)
+                # proposals of this step that already failed (after the accepted point) are not tried again
+                tried = [p for p in points[accepted.index + 1 :] if failed(p)]
+                rejected = [p.plan for p in tried]
+                current = self.cost(self.pruned(accepted.plan))  # predicted by the latency model as refitted now
+                proposals = [(g, plan) for g, plan in self.proposals(accepted.plan, current) if plan not in rejected]
                 if not proposals:
-                    stop = f"every group is at max_ratio ({target.max_ratio:g}) or no cut lowers the objective enough"
+                    stop = (f"validation accuracy fell past twice the tolerance on every proposal of the step "
+                            f"({len(tried)} tried)" if tried else
+                            f"every group is at max_ratio ({target.max_ratio:g}) or no cut lowers the objective "
+                            "enough")  # fmt: skip
                     break
-                group, plan = self.choose(last.plan, current_model, current, proposals)
-                current_model = self.finetuned(plan)
-                point = self.point(len(points), plan, current_model, group)
+                group, plan = self.choose(accepted.plan, current_model, current, proposals)
+                model = self.finetuned(plan)
+                point = self.point(len(points), plan, model, group)
+                if failed(point) and target.confirm and target.finetune_epochs > target.search_epochs:
+                    model = self.finetuned(plan, target.finetune_epochs)  # the short fine-tune may understate it
+                    point.accuracy, point.epochs = self.accuracy(model), target.finetune_epochs
                 points.append(point)
-                log.info("search step %d: %s cut (%s); val accuracy %.4f, %s %.4g (%.2fx)", point.index, group,
+                log.info("search step %d: %s cut (%s); val accuracy %.4f, %s %.4g (%.2fx)%s", point.index, group,
                          _widths(plan, self.groups), point.accuracy, target.objective,
-                         self.value(point), self.base_objective / self.value(point))
+                         self.value(point), self.base_objective / self.value(point),
+                         " - past twice the tolerance, not kept" if failed(point) else
+                         f" after a {point.epochs}-epoch fine-tune" if point.epochs else "")  # fmt: skip
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(acc=f"{100 * point.accuracy:.2f}%",
                                     ratio=f"{self.base_objective / self.value(point):.2f}x")
-                if target.ratio is not None and self.base_objective / self.value(point) >= target.ratio:
-                    stop = f"the objective ratio {target.ratio:g}x is reached"
-                elif target.tolerance is not None and base_acc - point.accuracy > 2 * target.tolerance / 100 + 1e-9:
-                    stop = "validation accuracy fell past twice the tolerance"
+                if failed(point):
+                    if len(tried) + 1 > target.retries:
+                        stop = (f"validation accuracy fell past twice the tolerance ({len(tried) + 1} proposal(s) of "
+                                "the step tried)")  # fmt: skip
+                else:
+                    accepted, current_model = point, model
+                    if target.ratio is not None and self.base_objective / self.value(point) >= target.ratio:
+                        stop = f"the objective ratio {target.ratio:g}x is reached"
                 self.save_state(points, stop)
         finally:
             if bar is not None:
@@ -676,7 +711,8 @@ def _markdown(search: _Search, d: dict[str, Any], points: list[SearchPoint], cho
     b, f = d["baseline"], d["final"]
     lm = d["latency_model"]
     front = set(pareto_front([(value(p), p.accuracy) for p in points]))
-    rows = [[str(p.index), p.chosen_group or "-", f"{100 * p.accuracy:.2f}%", f"{p.latency_ms:.3f}",
+    rows = [[str(p.index), p.chosen_group or "-",
+             f"{100 * p.accuracy:.2f}%" + (f" ({p.epochs} ep.)" if p.epochs else ""), f"{p.latency_ms:.3f}",
              "-" if p.measured_ms is None else f"{p.measured_ms:.3f}",
              human_bytes(p.size_bytes), f"{p.macs:,}", f"{base / value(p):.2f}x",
              ("chosen" if p is chosen else "") + (" Pareto" if p.index in front else "")] for p in points]  # fmt: skip
@@ -697,7 +733,9 @@ def _markdown(search: _Search, d: dict[str, Any], points: list[SearchPoint], cho
         f"**{d['smaller']:.2f}x smaller, {d['faster']:.2f}x faster** (latencies measured side by side in the final "
         f"run; the original in PyTorch float).\n\nLatency model ({lm['runtime']}): predicted {lm['predicted_ms']:.3f} "
         f"ms, measured {measured} ({err}); table of {lm['table_entries']} layers, {lm['measured_now']} timed in this "
-        f"run.\n\n## Plan\n\n{plan}\n\nLeft out:\n{left}\n\n## Explored points\n\n{table}\n\n"
+        f"run.\n\n## Plan\n\n{plan}\n\nLeft out:\n{left}\n\n## Explored points\n\nValidation accuracy after the "
+        f"search's {search.target.search_epochs}-epoch fine-tune (or as marked: points past twice the tolerance "
+        f"fine-tuned again before they were given up).\n\n{table}\n\n"
         f"![Pareto front](front.png)\n\nFinal run: `{d['final_run']}` (its report.md has every stage); replay with "
         "`effdl compress recipe.yaml`.\n"
     )
