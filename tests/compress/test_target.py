@@ -135,6 +135,39 @@ def test_a_failed_step_tries_the_next_proposals_before_stopping(setup, table, tm
             accepted = p
 
 
+def test_latency_and_size_never_buys_size_with_latency(setup, table, tmp_path, monkeypatch):
+    model, data = setup
+    # narrower runs slower, but less than it shrinks: the mean of the two ratios alone would still take the cut
+    slower_when_narrower = lambda self, m, float_layers=(): 1e3 / sum(p.numel() for p in m.parameters()) ** 0.5  # noqa: E731
+    monkeypatch.setattr("effdl.compress.latency_model.LatencyModel.predict", slower_when_narrower)
+    target = TargetConfig(objective="latency+size", tolerance=50.0, runtime="onnxruntime-int8", **QUICK)
+    result = compress_to_target(model, data, target, out_dir=tmp_path, measure=FAST, progress=False,
+                                latency_table=table)  # fmt: skip
+    assert len(result.points) == 1 and "no cut lowers" in result.stop_reason  # every cut would be slower
+    size = TargetConfig(objective="size", tolerance=50.0, runtime="onnxruntime-int8", **QUICK)
+    result = compress_to_target(model, data, size, out_dir=tmp_path / "size", measure=FAST, progress=False,
+                                latency_table=table)  # fmt: skip
+    assert len(result.points) > 1  # size alone does not care
+
+
+def test_the_uniform_proposal_cuts_every_group_to_the_smallest_common_share():
+    from types import SimpleNamespace
+
+    from effdl.compress.target import _Search
+
+    groups = {"a": 16, "b": 32}
+    search = SimpleNamespace(
+        groups=groups,
+        grid=lambda g: list(range(4, int(0.9 * groups[g]) + 1, 4)),  # channels it may lose, in fours
+        pruned=lambda plan: plan,
+        cost=lambda plan: 1 - sum(plan.values()) / 48,  # the share of channels left
+    )
+    assert _Search.uniform_proposal(search, {}, 0.75) == {"a": 4, "b": 8}  # 25% of each: 12 of 48 gone
+    assert _Search.uniform_proposal(search, {}, 0.5) == {"a": 8, "b": 16}
+    assert _Search.uniform_proposal(search, {"b": 16}, 0.6) == {"a": 4, "b": 16}  # never narrower than the plan
+    assert _Search.uniform_proposal(search, {}, 0.01) is None  # no share reaches it
+
+
 def test_an_impossible_ratio_names_the_best_point_reached(setup, table, tmp_path):
     model, data = setup
     target = TargetConfig(objective="macs", ratio=1000, tolerance=None, runtime="pytorch", **QUICK)

@@ -6,7 +6,10 @@ The search (:func:`compress_to_target`) walks from the trained model towards sma
 
 1. every prunable group (channels shared through dependencies) proposes the fewest channels it must lose for the
    objective (predicted latency at the serving batch, size, or MACs) to fall by ``step`` of its current value, and
-   one more proposal narrows every group by one width level (per-layer overheads can make only joint cuts pay);
+   one more proposal narrows every group by one width level (per-layer overheads can make only joint cuts pay), and
+   one cuts every group to one common share of its channels (the uniform route, found by bisection); for
+   ``latency+size`` a proposal the latency model predicts slower is dropped (narrow layers can run slower in int8
+   kernels, and the two ratios' mean would otherwise buy size with latency);
 2. each proposal is scored by the validation accuracy the current model loses with that cut, without retraining,
    per share of the objective it removes; the best becomes the next point;
 3. the point's plan is applied to the original model (L1 ranking, the same one-shot pruning the recipe replays),
@@ -79,6 +82,7 @@ OBJECTIVES = ("latency", "size", "macs", "latency+size")
 #: (else pytorch float), and for the latency objective the float runtimes too when the table predicts them faster
 SEARCH_RUNTIMES = ("auto", "onnxruntime-int8", "onnxruntime", "pytorch")
 _STATE = "search.json"
+_LATENCY_SLACK = 0.01  # latency+size: a cut may leave the predicted latency at most this much higher
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -385,7 +389,9 @@ class _Search:
     def proposals(self, plan: dict[str, int], current: float) -> list[tuple[str, dict[str, int]]]:
         """``(label, plan)`` proposals: per group, the fewest further channels on its grid that cut the objective
         by ``step`` (or, when the group alone cannot, its largest cut if that cuts at least a quarter step); and
-        every group one grid level narrower (per-layer overheads can make only joint cuts pay)."""
+        every group one grid level narrower (per-layer overheads can make only joint cuts pay); and every group at
+        one common share (:meth:`uniform_proposal`). For ``latency+size``, only those the latency model does not
+        predict slower than ``plan``."""
         goal = current * (1 - self.target.step)
         enough = current * (1 - self.target.step / 4)
         out: list[tuple[str, dict[str, int]]] = []
@@ -409,7 +415,36 @@ class _Search:
         changed = [g for g in self.groups if joint.get(g, 0) != plan.get(g, 0)]
         if len(changed) > 1 and self.cost(self.pruned(joint)) <= enough:
             out.append(("(every group)", joint))
+        uniform = self.uniform_proposal(plan, goal)
+        if uniform is not None and all(uniform != p for _, p in out):
+            out.append(("(uniform)", uniform))
+        if self.target.objective == "latency+size":  # smaller *and* faster: no step buys size with latency
+            now = self.latency.predict(self.pruned(plan))  # (narrow layers can run slower in int8 kernels)
+            out = [(g, p) for g, p in out if self.latency.predict(self.pruned(p)) <= now * (1 + _LATENCY_SLACK)]
         return out
+
+    def uniform_proposal(self, plan: dict[str, int], goal: float) -> dict[str, int] | None:
+        """The uniform line through the search space: every group cut to one common share of its original channels
+        (on its grid, never narrower than ``plan`` already is), at the smallest share that reaches ``goal`` (found by
+        bisection); None when no share does or it changes nothing. Keeps the route a user would take by hand
+        (uniform pruning) among the proposals."""
+        shares = sorted({k / n for g, n in self.groups.items() for k in self.grid(g)})
+
+        def at(share: float) -> dict[str, int]:
+            cut = {g: max(plan.get(g, 0), max((k for k in self.grid(g) if k <= share * n + 1e-9), default=0))
+                   for g, n in self.groups.items()}  # fmt: skip
+            return {g: k for g, k in cut.items() if k > 0}
+
+        current = {g: k for g, k in plan.items() if k > 0}
+        lo, hi, found = 0, len(shares) - 1, None
+        while lo <= hi:  # the objective falls as the share grows: the smallest share that reaches the goal
+            mid = (lo + hi) // 2
+            cut = at(shares[mid])
+            if cut != current and self.cost(self.pruned(cut)) <= goal:
+                found, hi = cut, mid - 1
+            else:
+                lo = mid + 1
+        return found
 
     def choose(self, plan, current_model, current_cost, proposals) -> tuple[str, dict[str, int]]:
         """The proposal that costs the current model the least validation accuracy (cut without retraining) per

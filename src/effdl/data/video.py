@@ -2,10 +2,10 @@
 
 Each clip shows one class ``frames`` times: every frame is its own MNIST-1D example of that class (Greydanus & Kobak
 2020; train clips from MNIST-1D's training examples, validation clips from a held-out part of them, test clips from
-its test examples) degraded by its own difficulty ``d`` drawn uniformly from [0, 1]: the signal is attenuated to
-``1 - d / 2`` and Gaussian noise of scale ``1.2 d`` is added (a quarter white, three quarters smoothed over ~2
-samples, as MNIST-1D's own correlated noise). ``d ~ 0`` is a clean example (a CNN gets ~94% of them), ``d ~ 1`` is
-nearly noise (~20%). This is the embedded stand-in for the videos of input-adaptive precision (Sun et al., ICCV
+its test examples) degraded by its own difficulty ``d`` drawn uniformly from [0, 1]: the signal's contrast falls to
+``1 - 0.97 d`` over a fixed Gaussian noise floor of scale 0.1 (a quarter of its variance white, three quarters smoothed
+over ~2 samples, as MNIST-1D's own correlated noise). ``d ~ 0`` is a clean example, ``d ~ 1`` is nearly lost in the
+noise. This is the embedded stand-in for the videos of input-adaptive precision (Sun et al., ICCV
 2021): some frames are easy, some need full precision, some are not worth looking at. Deterministic with a seed.
 """
 from __future__ import annotations
