@@ -390,8 +390,9 @@ class _Search:
         """``(label, plan)`` proposals: per group, the fewest further channels on its grid that cut the objective
         by ``step`` (or, when the group alone cannot, its largest cut if that cuts at least a quarter step); and
         every group one grid level narrower (per-layer overheads can make only joint cuts pay); and every group at
-        one common share (:meth:`uniform_proposal`). For ``latency+size``, only those the latency model does not
-        predict slower than ``plan``."""
+        one common share (:meth:`uniform_proposal`: the smallest that cuts a step, and the smallest that cuts a
+        quarter step, so that the path can pass through every uniform point). For ``latency+size``, only those the
+        latency model does not predict slower than ``plan``."""
         goal = current * (1 - self.target.step)
         enough = current * (1 - self.target.step / 4)
         out: list[tuple[str, dict[str, int]]] = []
@@ -415,9 +416,10 @@ class _Search:
         changed = [g for g in self.groups if joint.get(g, 0) != plan.get(g, 0)]
         if len(changed) > 1 and self.cost(self.pruned(joint)) <= enough:
             out.append(("(every group)", joint))
-        uniform = self.uniform_proposal(plan, goal)
-        if uniform is not None and all(uniform != p for _, p in out):
-            out.append(("(uniform)", uniform))
+        for aim in (goal, enough):  # the uniform cut that makes the step, and the gentlest one that counts
+            uniform = self.uniform_proposal(plan, aim)
+            if uniform is not None and all(uniform != p for _, p in out):
+                out.append(("(uniform)", uniform))
         if self.target.objective == "latency+size":  # smaller *and* faster: no step buys size with latency
             now = self.latency.predict(self.pruned(plan))  # (narrow layers can run slower in int8 kernels)
             out = [(g, p) for g, p in out if self.latency.predict(self.pruned(p)) <= now * (1 + _LATENCY_SLACK)]
