@@ -771,8 +771,8 @@ def _markdown(search: _Search, d: dict[str, Any], points: list[SearchPoint], cho
         f"run; the original in PyTorch float).\n\nLatency model ({lm['runtime']}): predicted {lm['predicted_ms']:.3f} "
         f"ms, measured {measured} ({err}); table of {lm['table_entries']} layers, {lm['measured_now']} timed in this "
         f"run.\n\n## Plan\n\n{plan}\n\nLeft out:\n{left}\n\n## Explored points\n\nValidation accuracy after the "
-        f"search's {search.target.search_epochs}-epoch fine-tune (or as marked: points past twice the tolerance "
-        f"fine-tuned again before they were given up).\n\n{table}\n\n"
+        f"search's {search.target.search_epochs}-epoch fine-tune or, where marked, after the longer one a point past "
+        f"twice the tolerance gets before it is given up.\n\n{table}\n\n"
         f"![Pareto front](front.png)\n\nFinal run: `{d['final_run']}` (its report.md has every stage); replay with "
         "`effdl compress recipe.yaml`.\n"
     )
