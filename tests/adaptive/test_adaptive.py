@@ -275,7 +275,7 @@ def test_the_command_line_runs_the_stages_and_refuses_bad_input(tmp_path, capsys
                  *argv]) == 0  # fmt: skip
     model = str(tmp_path / "t" / "model.safetensors")
     assert main(["adaptive", "policy", "--model", model, "--out", str(tmp_path / "p"), "--policy-epochs", "2",
-                 *argv]) == 0  # fmt: skip
+                 "--budget", "0.5", *argv]) == 0  # fmt: skip
     assert main(["adaptive", "eval", "--model", model, "--policy", str(tmp_path / "p" / "policy.safetensors"),
                  "--out", str(tmp_path / "e"), *argv]) == 0  # fmt: skip
     assert "adaptive policy" in capsys.readouterr().out
@@ -283,3 +283,5 @@ def test_the_command_line_runs_the_stages_and_refuses_bad_input(tmp_path, capsys
     assert "widths must be integers in [2, 8]" in capsys.readouterr().err
     assert main(["adaptive", "eval", "--model", model, "--policy", model, "--out", str(tmp_path / "y"), *argv]) == 2
     assert "not a saved precision policy" in capsys.readouterr().err
+    assert main(["adaptive", "policy", "--model", model, "--out", str(tmp_path / "z"), "--budget", "1.5", *argv]) == 2
+    assert "budget must be in" in capsys.readouterr().err
