@@ -490,10 +490,9 @@ class _Search:
             points.append(self.point(0, {}, self.model, None))
             self.save_state(points, None)
         base_acc = points[0].accuracy
-        tol = None if target.tolerance is None else 2 * target.tolerance / 100 + 1e-9
 
         def failed(p: SearchPoint) -> bool:
-            return tol is not None and base_acc - p.accuracy > tol
+            return self.past_tolerance(p, base_acc)
 
         accepted = next(p for p in reversed(points) if not failed(p))  # the point the next step starts from
         current_model = (
@@ -557,6 +556,12 @@ class _Search:
         return self.finish(points, stop)
 
     # ---- the final replay ------------------------------------------------------------------------------------
+    def past_tolerance(self, point: SearchPoint, base_accuracy: float) -> bool:
+        """Whether ``point``'s validation accuracy is more than twice the tolerance below the original's (never
+        without a tolerance): the search does not step from it, and it is not a final candidate."""
+        tol = self.target.tolerance
+        return tol is not None and base_accuracy - point.accuracy > 2 * tol / 100 + 1e-9
+
     def candidates(self, points: list[SearchPoint]) -> list[SearchPoint]:
         """Points to replay, best objective first: those the search kept exploring (validation accuracy within
         twice the tolerance: a short fine-tune understates what the full one recovers, and the test set decides);
@@ -565,9 +570,8 @@ class _Search:
         if self.target.ratio is not None:
             reach = [p for p in points[1:] if self.base_objective / value(p) >= self.target.ratio]
             return sorted(reach, key=lambda p: (-p.accuracy, value(p)))
-        tol = 2 * self.target.tolerance / 100 + 1e-9
         first = 0 if self.runtime == "onnxruntime-int8" else 1  # the original itself, quantized only
-        ok = [p for p in points[first:] if base_acc - p.accuracy <= tol]
+        ok = [p for p in points[first:] if not self.past_tolerance(p, base_acc)]
         return sorted(ok, key=lambda p: value(p))
 
     def recipe(self, point: SearchPoint, float_layers: list[str], runtime: str) -> Recipe:
