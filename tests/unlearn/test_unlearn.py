@@ -2,6 +2,7 @@
 restored on a failure, and the study runs end to end."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -76,6 +77,47 @@ def test_bad_input_gets_clear_errors_and_a_failure_restores_the_model(monkeypatc
     with pytest.raises(RuntimeError, match="injected fault"):
         unlearn_(model, UnlearnConfig(steps=10), forget=forget, retain=retain)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_retain_batch_and_schedule_options(monkeypatch):
+    import effdl.unlearn.method as method
+
+    sizes = []
+    real = method._batch
+
+    def counting(x, n, g):
+        sizes.append(n)
+        return real(x, n, g)
+
+    monkeypatch.setattr(method, "_batch", counting)
+    forget, retain = _sets()
+    unlearn_(InpaintingAutoencoder(), UnlearnConfig(steps=2, batch_size=8, retain_batch_size=32), forget=forget,
+             retain=retain)  # fmt: skip
+    assert sizes == [32, 8] * 2  # each step: a retain batch of 32, a forget batch of 8
+    # the rate each optimizer step used: constant, or cosine decay from lr towards zero over the steps
+    monkeypatch.setattr(method, "_batch", real)
+    rates = []
+    step = torch.optim.Adam.step
+
+    def recording(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording)
+    for schedule in ("constant", "cosine"):
+        rates.clear()
+        unlearn_(InpaintingAutoencoder(), UnlearnConfig(steps=4, lr=1e-3, schedule=schedule), forget=forget,
+                 retain=retain)  # fmt: skip
+        expected = [1e-3] * 4 if schedule == "constant" else [5e-4 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+        assert rates == pytest.approx(expected), schedule
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        UnlearnConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="retain_batch_size"):
+        UnlearnConfig(retain_batch_size=0)
+    with pytest.raises(ConfigError, match="width must be an even number"):
+        InpaintingAutoencoder(width=5)
+    with pytest.raises(ConfigError, match="width must be an even number"):
+        UnlearnStudyConfig(width=3)
 
 
 def test_splits_and_masks_are_deterministic_and_disjoint():

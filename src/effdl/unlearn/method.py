@@ -42,7 +42,10 @@ class UnlearnConfig(Config):
         alpha: weight of the forget term (noise-target).
         steps: optimizer steps (Adam on the encoder only).
         lr: learning rate.
-        batch_size: forget and retain images per step (each).
+        batch_size: forget images per step (and retain images, unless ``retain_batch_size`` is set).
+        retain_batch_size: retain images per step (default: ``batch_size``); a larger retain batch keeps the retain
+            set's term steadier against the forget term.
+        schedule: ``"constant"`` learning rate, or ``"cosine"`` decay to zero over ``steps``.
         seed: seeds the batches, masks and noise.
 
     Example:
@@ -55,14 +58,19 @@ class UnlearnConfig(Config):
     steps: int = 300
     lr: float = 1e-3
     batch_size: int = 64
+    retain_batch_size: int | None = None
+    schedule: str = "constant"
     seed: int = 0
 
     def validate(self) -> None:
         check_choice("method", self.method, METHODS)
+        check_choice("schedule", self.schedule, ("constant", "cosine"))
         check_range("alpha", self.alpha, 0.0, hint="use alpha=0.3")
         check_range("steps", self.steps, 1, hint="use steps=300")
         check_range("lr", self.lr, 0.0, low_open=True, hint="use lr=1e-3")
         check_range("batch_size", self.batch_size, 1, hint="use batch_size=64")
+        if self.retain_batch_size is not None:
+            check_range("retain_batch_size", self.retain_batch_size, 1, hint="use retain_batch_size=None")
 
     def describe(self) -> str:
         extra = f" alpha={self.alpha:g}" if self.method == "noise-target" else ""
@@ -124,6 +132,8 @@ def _run(model: nn.Module, config: UnlearnConfig, forget: torch.Tensor, retain: 
         p.requires_grad_(False)
     params = list(model.encoder.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+                 if config.schedule == "cosine" else None)  # fmt: skip
     g = torch.Generator().manual_seed(config.seed)
     was_training = model.training
     model.eval()  # no dropout or batch statistics in this model family; eval keeps the decoder exactly as it was
@@ -137,6 +147,8 @@ def _run(model: nn.Module, config: UnlearnConfig, forget: torch.Tensor, retain: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             losses.append(float(loss.detach()))
     finally:
         for p in frozen:
@@ -155,24 +167,26 @@ def _batch(x: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
 
 def _loss(model, original, config, forget, retain, g, noise_stats) -> torch.Tensor:
     n = config.batch_size
+    nr = config.retain_batch_size or n
     mean, std = noise_stats
     mask_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-    mask = patch_masks(n, seed=mask_seed)
+    mask = patch_masks(max(n, nr), seed=mask_seed)
+    mf, mr = mask[:n], mask[:nr]
     if config.method == "noise-target":
-        xr, xf = _batch(retain, n, g), _batch(forget, n, g)
+        xr, xf = _batch(retain, nr, g), _batch(forget, n, g)
         # n ~ N(0, I) in the normalized pixel space the paper works in, i.e. the data's pixel mean and std in ours
         noise = mean + std * torch.randn(xf.shape, generator=g)
         with torch.no_grad():
-            target_r = original(masked_input(xr, mask))
-            target_f = original(masked_input(noise, mask))
-        keep = F.mse_loss(model.encoder(masked_input(xr, mask)), target_r)
-        drop = F.mse_loss(model.encoder(masked_input(xf, mask)), target_f)
+            target_r = original(masked_input(xr, mr))
+            target_f = original(masked_input(noise, mf))
+        keep = F.mse_loss(model.encoder(masked_input(xr, mr)), target_r)
+        drop = F.mse_loss(model.encoder(masked_input(xf, mf)), target_f)
         return keep + config.alpha * drop
     if config.method == "retain-finetune":
-        xr = _batch(retain, n, g)
-        return F.mse_loss(model(masked_input(xr, mask)), xr)
+        xr = _batch(retain, nr, g)
+        return F.mse_loss(model(masked_input(xr, mr)), xr)
     if config.method == "gradient-ascent":
         xf = _batch(forget, n, g)
-        return -F.mse_loss(model(masked_input(xf, mask)), xf)
-    xr, xf, other = _batch(retain, n, g), _batch(forget, n, g), _batch(retain, n, g)  # random-target
-    return F.mse_loss(model(masked_input(xf, mask)), other) + F.mse_loss(model(masked_input(xr, mask)), xr)
+        return -F.mse_loss(model(masked_input(xf, mf)), xf)
+    xr, xf, other = _batch(retain, nr, g), _batch(forget, n, g), _batch(retain, n, g)  # random-target
+    return F.mse_loss(model(masked_input(xf, mf)), other) + F.mse_loss(model(masked_input(xr, mr)), xr)

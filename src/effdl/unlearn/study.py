@@ -38,6 +38,7 @@ class UnlearnStudyConfig(Config):
         ascent_steps: the trade-off sweep of gradient ascent (its steps; more steps forget more and damage more).
         unlearn: steps, learning rate and batch size of every unlearning run (method and alpha are set per run).
         epochs: training epochs of the inpainting model (and of retraining from scratch).
+        width: channels of the inpainting model's encoder output (its first conv has half as many).
         judge_epochs: training epochs of the judging classifier.
         seed: seeds the split, the training runs and unlearning.
 
@@ -52,6 +53,7 @@ class UnlearnStudyConfig(Config):
     ascent_steps: tuple[int, ...] = (10, 30, 100, 300)
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     epochs: int = 40
+    width: int = 64
     judge_epochs: int = 30
     seed: int = 0
 
@@ -65,6 +67,8 @@ class UnlearnStudyConfig(Config):
             raise ConfigError("forgetting all 10 classes leaves nothing to retain; keep at least one class")
         check_range("alpha", self.alpha, 0.0, hint="use alpha=0.3")
         check_range("epochs", self.epochs, 1, hint="use epochs=40")
+        if self.width < 2 or self.width % 2:
+            raise ConfigError(f"width must be an even number >= 2, got {self.width}; use width=64")
         check_range("judge_epochs", self.judge_epochs, 1, hint="use judge_epochs=30")
 
 
@@ -97,11 +101,12 @@ def _study(config: UnlearnStudyConfig, out_dir: str | os.PathLike | None) -> Rep
     with torch.no_grad():
         judge = {k: float((classifier(x).argmax(1) == y).float().mean()) for k, (x, y) in sets.items()}
     t0 = time.perf_counter()
-    original, steps = train_autoencoder(splits.train[0], epochs=config.epochs, seed=seed)
+    original, steps = train_autoencoder(splits.train[0], epochs=config.epochs, width=config.width, seed=seed)
     train_s = time.perf_counter() - t0
     rows = [_row("original", original, classifier, sets, seconds=train_s, steps=steps)]
     t0 = time.perf_counter()
-    scratch, scratch_steps = train_autoencoder(splits.part("train", retain_classes), epochs=config.epochs, seed=seed)
+    scratch, scratch_steps = train_autoencoder(splits.part("train", retain_classes), epochs=config.epochs,
+                                               width=config.width, seed=seed)  # fmt: skip
     rows.append(_row("retrain from scratch without the forget set", scratch, classifier, sets,
                      seconds=time.perf_counter() - t0, steps=scratch_steps))  # fmt: skip
     forget_x = splits.part("train", forget)

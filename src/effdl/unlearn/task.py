@@ -72,6 +72,8 @@ class InpaintingAutoencoder(nn.Module):
 
     def __init__(self, width: int = 64) -> None:
         super().__init__()
+        if width < 2 or width % 2:
+            raise ConfigError(f"width must be an even number >= 2 (the first conv has width // 2 channels): {width}")
         self.encoder = nn.Sequential(
             nn.Conv2d(2, width // 2, 3, padding=1), nn.GELU(),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
@@ -125,16 +127,23 @@ def digit_splits(seed: int = 0) -> DigitSplits:
 
 
 def train_autoencoder(
-    images: torch.Tensor, *, epochs: int = 40, masks_per_image: int = 4, seed: int = 0, progress: bool = False
+    images: torch.Tensor,
+    *,
+    epochs: int = 40,
+    width: int = 64,
+    masks_per_image: int = 4,
+    seed: int = 0,
+    progress: bool = False,
 ) -> tuple[InpaintingAutoencoder, int]:
-    """Trains the inpainting model on ``images`` (each seen under ``masks_per_image`` fixed random masks, mean squared
-    error on the whole image). Returns the model (eval mode) and the number of optimizer steps taken."""
+    """Trains the inpainting model (encoder width ``width``) on ``images`` (each seen under ``masks_per_image`` fixed
+    random masks, mean squared error on the whole image). Returns the model (eval mode) and the number of optimizer
+    steps taken."""
     if len(images) == 0:
         raise ConfigError("train_autoencoder got no images; pass at least one")
     seed_everything(seed)
     x = images.repeat(masks_per_image, 1, 1, 1)
     inputs = masked_input(x, patch_masks(len(x), seed=seed))
-    model = InpaintingAutoencoder()
+    model = InpaintingAutoencoder(width)
     config = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, weight_decay=1e-4, seed=seed, progress=progress)
     trainer = Trainer(model, config, loss_fn=nn.MSELoss())
     trainer.fit(TensorDataset(inputs, x))
