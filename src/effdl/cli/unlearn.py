@@ -29,7 +29,12 @@ def add_unlearn(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.3, help="weight of the forget term (default 0.3)")
     p.add_argument("--steps", type=int, default=300, help="unlearning steps (default 300)")
     p.add_argument("--lr", type=float, default=1e-3, help="unlearning learning rate (default 1e-3)")
+    p.add_argument("--retain-batch-size", type=int, default=None,
+                   help="retain images per unlearning step (default: as many as forget images, 64)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="unlearning learning-rate schedule (default constant)")
     p.add_argument("--epochs", type=int, default=40, help="training epochs of the inpainting model (default 40)")
+    p.add_argument("--width", type=int, default=64, help="channels of the inpainting encoder's output (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed (split, training, unlearning)")
     p.add_argument("--out", default="runs/unlearn", help="output folder (default runs/unlearn)")
     p.set_defaults(func=_unlearn)
@@ -44,8 +49,9 @@ def _classes(text: str) -> tuple[int, ...]:
 
 def _unlearn(args: argparse.Namespace) -> int:
     config = UnlearnStudyConfig(
-        forget=_classes(args.forget), alpha=args.alpha, epochs=args.epochs, seed=args.seed,
-        unlearn=UnlearnConfig(steps=args.steps, lr=args.lr),
+        forget=_classes(args.forget), alpha=args.alpha, epochs=args.epochs, width=args.width, seed=args.seed,
+        unlearn=UnlearnConfig(steps=args.steps, lr=args.lr, retain_batch_size=args.retain_batch_size,
+                              schedule=args.schedule),
     )  # fmt: skip
     report = run_study(config, out_dir=args.out)
     d = report.details
