@@ -7,14 +7,18 @@ Part 1, MNIST-1D cnn1d and digits cnn2d (trained first, seed 0, recommended sett
   FinetuneConfig, 10 epochs, distillation from the original), onnxruntime's own `quantize_static` (default settings,
   8 calibration batches of 64).
 Latency: the original (PyTorch float), effdl's final model and the by-hand model timed side by side in interleaved
-runs (medians and IQR of per-round means; three runs, per model the median one). Size: the files (original:
+runs (medians and IQR of per-round means; five runs, per model the median one). Both int8 models are timed through
+the same harness: their ONNX files in an onnxruntime session (torch's thread count, spinning off), numpy in and out
+(effdl's `Int8Model` wrapper adds a few microseconds per call, several percent at these sizes).
+A check row lowers effdl's fine-tuned plan with the by-hand route's quantize_static instead of effdl's int8
+conversion, which separates the plan's share of the speed-up from the lowering's. Size: the files (original:
 safetensors; both int8 models: their ONNX file).
 
 Part 2, a depthwise-separable network: effdl's MobileNetV2 (width 0.5) trained here on digits upsampled to 32x32,
 `compress_to_target(objective="latency", runtime="pytorch")`; its latency ratio (measured) against its MAC ratio,
 and uniform L1 pruning of every group at the ratio that gives the same MACs, timed side by side with it.
 
-Run: .venv/bin/python benchmarks/compress_target.py   (about 25 minutes on 2 cores)
+Run: .venv/bin/python benchmarks/compress_target.py   (about 35 minutes on 2 cores)
 Writes benchmarks/results/compress_target.{md,json} and compress_target_front_<model>.png.
 """
 
@@ -41,7 +45,7 @@ from effdl.distill import DistillConfig
 from effdl.export import export_onnx
 from effdl.measure import MeasureConfig, count_macs
 from effdl.measure.latency import compare_latency
-from effdl.models import create_model, save_model
+from effdl.models import create_model, load_model, save_model
 from effdl.prune import StructuredPruneConfig
 from effdl.prune.structured import plan_structured
 from effdl.prune.surgery import remove_channels_
@@ -59,9 +63,7 @@ def train(name, data, **options):
 
 def by_hand(model, data, tmp: Path):
     """Torch-Pruning L1 50% + the same fine-tune + onnxruntime quantize_static."""
-    import onnxruntime as ort
     import torch_pruning as tp
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
     pruned = copy.deepcopy(model)
     last = [m for m in pruned.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -73,8 +75,35 @@ def by_hand(model, data, tmp: Path):
     step = FinetuneConfig(train={"epochs": 10, "seed": 0}, distill=DistillConfig())
     context = TransformContext(example_inputs=x, dataset=data, teacher=model, progress=False)
     pruned = run_transform(pruned, step, context).model.eval()
-    fp32 = tmp / "hand-fp32.onnx"
-    export_onnx(pruned, x, fp32)
+    return ort_static(pruned, data, tmp / "hand")
+
+
+def session_callable(path):
+    """An int8 ONNX file as the bare callable every int8 model is timed through (the same harness for effdl's and
+    the by-hand model: an onnxruntime session with torch's thread count and spinning off, numpy in and out)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x):
+        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+    return run
+
+
+def ort_static(model, data, stem: Path):
+    """onnxruntime's own ``quantize_static`` (default settings, 8 calibration batches of 64) of a float model:
+    (the int8 model as a callable, its test accuracy, its file size)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    x = data.example_inputs(2)
+    fp32 = stem.with_name(stem.name + "-fp32.onnx")
+    export_onnx(model, x, fp32)
     name = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(data.train), generator=g)[: 8 * 64]
@@ -87,16 +116,9 @@ def by_hand(model, data, tmp: Path):
         def get_next(self):
             return next(self.it, None)
 
-    int8 = tmp / "hand-int8.onnx"
+    int8 = stem.with_name(stem.name + "-int8.onnx")
     quantize_static(str(fp32), str(int8), Reader())
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
-
-    def run(x):
-        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
-
+    run = session_callable(int8)
     correct = total = 0
     for i in range(0, len(data.test), 256):
         xs = torch.stack([data.test[j][0] for j in range(i, min(i + 256, len(data.test)))])
@@ -105,11 +127,10 @@ def by_hand(model, data, tmp: Path):
         total += len(ys)
     return run, correct / total, int8.stat().st_size
 
-
-def timed(fns, x, repeats: int = 3):
-    """Side-by-side timing (21 interleaved rounds) repeated ``repeats`` times; per model the run with the median
+def timed(fns, x, repeats: int = 5):
+    """Side-by-side timing (41 interleaved rounds) repeated ``repeats`` times; per model the run with the median
     latency (one noisy run on the shared CPU does not decide a comparison)."""
-    runs = [compare_latency(fns, x, rounds=21) for _ in range(repeats)]
+    runs = [compare_latency(fns, x, rounds=41) for _ in range(repeats)]
     return {k: sorted((r[k] for r in runs), key=lambda s: s.median_ms)[repeats // 2] for k in fns}
 
 
@@ -133,8 +154,15 @@ def part1(records, rows):
             ours_size = Path(final_stage.path).stat().st_size
             ours_acc = final_stage.summary.accuracy
             hand, hand_acc, hand_size = by_hand(model, data, tmp)
+            # effdl's plan lowered by onnxruntime's quantize_static: separates the plan from the int8 lowering
+            plan_ort, plan_ort_acc, plan_ort_size = ort_static(load_model(result.outcome.stages[-2].path), data,
+                                                               tmp / "plan")  # fmt: skip
             x = data.example_inputs(BATCH)
-            stats = timed({"original": model, "effdl": result.outcome.model, "by hand": hand}, x)
+            assert str(final_stage.path).endswith(".onnx"), final_stage.path  # the int8 model onnxruntime runs
+            ours = session_callable(final_stage.path)
+            torch.testing.assert_close(ours(x), result.outcome.model(x))  # the very model effdl deployed
+            stats = timed({"original": model, "effdl": ours, "by hand": hand,
+                           "effdl plan, ORT static": plan_ort}, x)  # fmt: skip
             base_acc = evaluate(model, data.test)["accuracy"]
         faster = speedups(stats, stats["original"])
         rec = {
@@ -148,20 +176,27 @@ def part1(records, rows):
             "by_hand": {"accuracy": hand_acc, "bytes": hand_size, "smaller": original / hand_size,
                         "faster": faster["by hand"], "latency_ms": stats["by hand"].median_ms,
                         "iqr_ms": stats["by hand"].iqr_ms},
+            "effdl_plan_ort_static": {"accuracy": plan_ort_acc, "bytes": plan_ort_size,
+                                      "smaller": original / plan_ort_size,
+                                      "faster": faster["effdl plan, ORT static"],
+                                      "latency_ms": stats["effdl plan, ORT static"].median_ms,
+                                      "iqr_ms": stats["effdl plan, ORT static"].iqr_ms},
             "original_latency_ms": stats["original"].median_ms, "original_iqr_ms": stats["original"].iqr_ms,
         }  # fmt: skip
-        e, h = rec["effdl"], rec["by_hand"]
+        e, h, po = rec["effdl"], rec["by_hand"], rec["effdl_plan_ort_static"]
         e["dominates"] = bool(e["smaller"] >= h["smaller"] and e["faster"] >= h["faster"]
                               and base_acc - e["accuracy"] <= 0.01 + 1e-9)  # fmt: skip
         lm = e["latency_model"]
         records.append(rec)
-        for label, r in (("effdl --target latency+size", e), ("by hand: TP L1 50% + FT + ORT static int8", h)):
+        for label, r in (("effdl --target latency+size", e), ("by hand: TP L1 50% + FT + ORT static int8", h),
+                         ("(check) effdl's plan + ORT static int8", po)):
             rows.append([name, label, f"{100 * base_acc:.2f}% -> {100 * r['accuracy']:.2f}%",
                          f"{human_bytes(original)} -> {human_bytes(r['bytes'])}", f"{r['smaller']:.2f}x",
-                         f"{stats['original'].median_ms:.3f} -> {r['latency_ms']:.3f} ms", f"{r['faster']:.2f}x",
+                         f"{stats['original'].median_ms:.3f} -> {r['latency_ms']:.3f} ± {r['iqr_ms']:.3f} ms",
+                         f"{r['faster']:.2f}x",
                          ("yes" if r.get("dominates") else "no") if r is e else "",
                          f"{lm['predicted_ms']:.3f} / {lm['measured_ms']:.3f} ms" if r is e else ""])  # fmt: skip
-        print(rows[-2], rows[-1], file=sys.stderr, flush=True)
+        print(*rows[-3:], sep="\n", file=sys.stderr, flush=True)
 
 
 def upsampled_digits() -> DatasetSplits:
@@ -241,8 +276,10 @@ def main() -> None:
         "effdl: compress_to_target(objective='latency+size', tolerance=1.0): per-layer channel ratios and int8",
         "precision searched with the latency table of this machine, recipe replayed from the original model.",
         "By hand: Torch-Pruning L1 50%, the same 10-epoch fine-tune with distillation, onnxruntime quantize_static.",
-        "Latency: original (PyTorch float), effdl and by-hand models interleaved, medians of 21 rounds; of 3 such",
-        "runs the median.",
+        "Latency: original (PyTorch float), effdl and by-hand models interleaved, medians (± IQR) of 41 rounds; of",
+        "5 such runs the median. Both int8 models run as bare onnxruntime sessions of their ONNX files (same options).",
+        "The '(check)' row lowers effdl's fine-tuned plan with the by-hand route's quantize_static instead of effdl's",
+        "int8 conversion: it tells the plan's share of the speed-up from the lowering's.",
         "'dominates': smaller and faster than by hand, and within 1 point of the original on the test set.",
         "Latency model: predicted against measured latency of the final model in the search runtime (final run).",
     ]

@@ -168,6 +168,37 @@ def test_the_uniform_proposal_cuts_every_group_to_the_smallest_common_share():
     assert _Search.uniform_proposal(search, {}, 0.01) is None  # no share reaches it
 
 
+def test_the_chosen_cut_backs_off_on_the_latency_staircase():
+    import math
+    from types import SimpleNamespace
+
+    from effdl.compress.target import _Search
+
+    groups = {"a": 32, "b": 32}
+
+    def kept(plan, g):
+        return groups[g] - plan.get(g, 0)
+
+    def stairs(plan):  # kernels work on blocks of 16 channels; a width off the block runs slower still
+        return sum(math.ceil(kept(plan, g) / 16) + (0.5 if kept(plan, g) % 16 else 0) for g in groups)
+
+    def search(objective, predict):
+        size = lambda p: sum(kept(p, g) for g in groups) / 64  # noqa: E731
+        cost = {"latency": lambda p: predict(p) / 4, "latency+size": lambda p: (predict(p) / 4 + size(p)) / 2,
+                "size": size}[objective]  # fmt: skip
+        return SimpleNamespace(groups=groups, grid=lambda g: list(range(4, 29, 4)), pruned=lambda p: p, cost=cost,
+                               latency=SimpleNamespace(predict=predict),
+                               target=SimpleNamespace(objective=objective, step=0.1))  # fmt: skip
+
+    # 12 channels kept run slower than 16: the cut backs off to 16 kept
+    assert _Search.snap(search("latency", stairs), {}, {"a": 20}, 1.0) == {"a": 16}
+    assert _Search.snap(search("latency+size", stairs), {}, {"a": 20, "b": 16}, 1.0) == {"a": 16, "b": 16}
+    assert _Search.snap(search("size", stairs), {}, {"a": 20}, 1.0) == {"a": 20}  # size alone does not care
+    linear = lambda p: sum(kept(p, g) for g in groups) / 16  # noqa: E731  every channel costs the same
+    assert _Search.snap(search("latency", linear), {}, {"a": 20}, 1.0) == {"a": 20}
+    assert _Search.snap(search("latency+size", linear), {"b": 8}, {"a": 20, "b": 16}, 1.0) == {"a": 20, "b": 16}
+
+
 def test_an_impossible_ratio_names_the_best_point_reached(setup, table, tmp_path):
     model, data = setup
     target = TargetConfig(objective="macs", ratio=1000, tolerance=None, runtime="pytorch", **QUICK)

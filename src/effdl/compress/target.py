@@ -448,6 +448,35 @@ class _Search:
                 lo = mid + 1
         return found
 
+    def snap(self, plan: dict[str, int], new: dict[str, int], current: float) -> dict[str, int]:
+        """Latency is a staircase in the channel count, not a line: int8 and float kernels work on blocks of
+        channels, so a layer a few channels narrower can run no faster, or slower. For latency objectives, each group
+        of the chosen proposal ``new`` backs off to the cut between ``plan``'s and ``new``'s that the latency model
+        predicts fastest: for ``latency`` when it is no slower (on ties the least cut: keeping channels keeps
+        accuracy); for ``latency+size`` when it is faster by more than the slack and the step still cuts the
+        objective by a quarter step (on ties the most cut). Other objectives: ``new`` unchanged."""
+        if "latency" not in self.target.objective:
+            return new
+        enough = current * (1 - self.target.step / 4)
+        best, best_ms = dict(new), self.latency.predict(self.pruned(new))
+        for g in self.groups:
+            low, high = plan.get(g, 0), best.get(g, 0)
+            options = []
+            for k in sorted({low, *(k for k in self.grid(g) if low < k < high)}):
+                trial = {**best, g: k} if k else {h: v for h, v in best.items() if h != g}
+                pruned = self.pruned(trial)
+                ms = self.latency.predict(pruned)
+                if self.target.objective == "latency+size" and self.cost(pruned) > enough:
+                    continue  # backing off this far would undo the step
+                options.append((ms, -k if self.target.objective == "latency+size" else k, trial))
+            if not options:
+                continue
+            ms, _, trial = min(options, key=lambda o: (o[0], o[1]))  # fastest; ties: least cut (latency), most (+size)
+            slack = 0.0 if self.target.objective == "latency" else _LATENCY_SLACK
+            if ms < best_ms * (1 - slack) or (slack == 0.0 and ms == best_ms):
+                best, best_ms = trial, ms
+        return best
+
     def choose(self, plan, current_model, current_cost, proposals) -> tuple[str, dict[str, int]]:
         """The proposal that costs the current model the least validation accuracy (cut without retraining) per
         share of the objective it removes."""
@@ -523,6 +552,11 @@ class _Search:
                             "enough")  # fmt: skip
                     break
                 group, plan = self.choose(accepted.plan, current_model, current, proposals)
+                snapped = self.snap(accepted.plan, plan, current)
+                if snapped != plan and snapped != accepted.plan and snapped not in rejected:
+                    log.info("search step %d: %s backs off to %s (predicted faster)", len(points), group,
+                             _widths(snapped, self.groups))  # fmt: skip
+                    group, plan = f"{group} (snapped)", snapped
                 model = self.finetuned(plan)
                 point = self.point(len(points), plan, model, group)
                 if failed(point) and target.confirm and target.finetune_epochs > target.search_epochs:

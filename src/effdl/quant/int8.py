@@ -136,13 +136,13 @@ class Int8Model(nn.Module):
             self.graph = None
             self._onnx = impl
             self._session = _session(impl, meta.get("threads"))
-            self._input = self._session.get_inputs()[0].name
+            self._inputs = [i.name for i in self._session.get_inputs()]  # looked up once: calls are microseconds
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         if self.graph is not None:
             out = self.graph(*xs)
             return out if isinstance(out, torch.Tensor) else flatten_tensors(out)[0]
-        feeds = {i.name: x.detach().cpu().numpy() for i, x in zip(self._session.get_inputs(), xs, strict=True)}
+        feeds = {name: x.detach().cpu().numpy() for name, x in zip(self._inputs, xs, strict=True)}
         return torch.from_numpy(self._session.run(None, feeds)[0])
 
     def size_bytes(self) -> int:
