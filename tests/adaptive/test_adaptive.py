@@ -23,6 +23,7 @@ from effdl.adaptive.policy import (
     PrecisionPolicy,
     adaptive_predict,
     clip_predictions,
+    difficulty_bands,
     evaluate_policy,
     frame_outputs,
     policy_choices,
@@ -168,6 +169,28 @@ def test_a_bops_budget_is_met_by_dual_ascent():
     assert max(h["cost_weight"] for h in history) > 0
 
 
+def test_difficulty_bands_spend_bits_on_the_hard_frames_within_the_budget():
+    g = torch.Generator().manual_seed(0)
+    n, t = 200, 4
+    labels = torch.randint(0, 3, (n,), generator=g)
+    difficulty = torch.rand(n, t, generator=g)
+    # 8 bits right on every frame; 4 and 2 bits wrong (confidently) on frames harder than 0.5 and 0.25
+    probs = torch.full((3, n, t, 3), 0.0)
+    right = torch.nn.functional.one_hot(labels, 3).float()[:, None, :].expand(n, t, 3)
+    wrong = torch.nn.functional.one_hot((labels + 1) % 3, 3).float()[:, None, :].expand(n, t, 3)
+    for i, limit in enumerate((2.0, 0.5, 0.25)):
+        probs[i] = torch.where((difficulty > limit)[..., None], wrong, right)
+    costs = torch.tensor([1.0, 0.25, 1 / 16])
+    data = (probs, labels, difficulty)
+    r = difficulty_bands(data, data, costs=costs, choices=[8, 4, 2], budget=0.6)
+    # 2 bits up to 0.25, 4 bits up to 0.5, 8 bits beyond: every frame right at about 0.55 of the BOPs
+    assert r.accuracy == 1.0 and r.relative_bops <= 0.6
+    assert r.histogram[8] == pytest.approx(float((difficulty > 0.5).float().mean()), abs=0.03)
+    assert r.spearman["all_frames"] > 0.8  # harder frames, more bits
+    cheap = difficulty_bands(data, data, costs=costs, choices=[8, 4, 2], budget=0.0)  # nothing fits: the cheapest
+    assert cheap.histogram[2] == 1.0
+
+
 def test_deployed_inference_equals_the_evaluation_on_precomputed_outputs():
     model = _converted().eval()
     policy = PrecisionPolicy((1, 40), 4, hidden=6)
@@ -258,7 +281,8 @@ def test_the_whole_pipeline_runs_and_reports(tmp_path):
     report = run_study(TINY, out_dir=tmp_path / "a")
     d = report.details
     assert {r["name"] for r in d["baselines"]} >= {"all 8-bit", "all 2-bit", "random policy (same histogram)",
-                                                   "oracle (cheapest correct width)"}  # fmt: skip
+                                                   "oracle (cheapest correct width)",
+                                                   "difficulty bands (sees true difficulty)"}  # fmt: skip
     fixed = {r["name"]: r["relative_bops"] for r in d["baselines"]}
     assert fixed["all 8-bit"] == 1.0 and math.isclose(fixed["all 4-bit"], 0.25, rel_tol=1e-6)
     assert 0 <= d["policy"]["accuracy"] <= 1 and set(d["frame_accuracy"]["alone"]) == {"8", "4", "2"}

@@ -39,6 +39,7 @@ __all__ = [
     "baselines",
     "choice_costs",
     "clip_predictions",
+    "difficulty_bands",
     "evaluate_policy",
     "frame_outputs",
     "policy_choices",
@@ -428,6 +429,62 @@ def baselines(
         cheapest = torch.where(correct[i], torch.tensor(i), cheapest)
     out.append(_evaluate("oracle (cheapest correct width)", probs, cheapest, labels, choices, costs))
     return out
+
+
+def difficulty_bands(
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    costs: torch.Tensor,
+    choices: list[int],
+    budget: float,
+    levels: int = 21,
+) -> ClipEvaluation:
+    """A reference that sees each frame's true difficulty, which no deployed policy does: frames in bands of
+    difficulty, the easiest band at the lowest width, each harder band one width up, and (when skipping is a choice)
+    the frames past the last edge skipped; a clip with every frame skipped runs its easiest frame at the highest
+    width. The band edges (on a grid of ``levels`` quantiles of the frames' difficulty) are chosen on ``val`` (probs
+    ``(widths, clips, frames, classes)``, labels, difficulty ``(clips, frames)``): the most accurate whose
+    recognition BOPs stay within ``budget``, relative to every frame at the highest width (then the cheapest; the
+    cheapest overall when none stays within). Evaluated on ``test``. It tells how far any policy that spends bits by
+    difficulty could go.
+
+    Example:
+        >>> probs = torch.tensor([[[[0.9, 0.1], [0.2, 0.8]]], [[[0.6, 0.4], [0.5, 0.5]]]])  # 8 and 4 bits
+        >>> data = (probs, torch.tensor([0]), torch.tensor([[0.1, 0.9]]))
+        >>> r = difficulty_bands(data, data, costs=torch.tensor([1.0, 0.25, 0.0]), choices=[8, 4, 0], budget=0.5)
+        >>> r.accuracy, r.histogram  # the hard frame misleads at 8 bits: skipping it is best
+        (1.0, {8: 0.0, 4: 0.5, 0: 0.5})
+    """
+    import itertools
+
+    widths = [c for c in choices if c != SKIP]
+    ladder = list(range(len(widths)))[::-1] + ([len(widths)] if SKIP in choices else [])  # easy -> hard
+    grid = torch.quantile(val[2].flatten().float(), torch.linspace(0, 1, levels)).tolist()
+    grid = [*sorted(set(grid)), float("inf")]
+
+    def choose(difficulty: torch.Tensor, edges: tuple[float, ...]) -> torch.Tensor:
+        choice = torch.tensor(ladder)[torch.bucketize(difficulty.contiguous(), torch.tensor(edges))]
+        if SKIP in choices:
+            lost = (choice == len(widths)).all(dim=1)
+            if lost.any():
+                rows = torch.nonzero(lost).flatten()
+                choice[rows, difficulty[rows].argmin(dim=1)] = 0
+        return choice
+
+    best = None
+    for edges in itertools.combinations_with_replacement(grid, len(ladder) - 1):
+        choice = choose(val[2], edges)
+        bops = float(costs[choice].mean())
+        pred = clip_predictions(val[0], F.one_hot(choice, len(choices)).float())
+        acc = float((pred.argmax(1) == val[1]).float().mean())
+        within = bops <= budget + 1e-9
+        key = (within, acc if within else -bops, -bops)  # the most accurate within the budget, then the cheapest
+        if best is None or key > best[0]:
+            best = (key, edges)
+    probs, labels, difficulty = test
+    return _evaluate("difficulty bands (sees true difficulty)", probs, choose(difficulty, best[1]), labels, choices,
+                     costs, difficulty=difficulty)  # fmt: skip
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ from effdl.adaptive.policy import (
     PrecisionPolicy,
     baselines,
     choice_costs,
+    difficulty_bands,
     evaluate_policy,
     frame_outputs,
     train_policy,
@@ -223,6 +224,10 @@ def evaluate_stage(
     result = evaluate_policy(policy, probs, data.test.x, data.test.y, costs=costs, choices=choices,
                              policy_bops=policy_bops, difficulty=data.test.difficulty)  # fmt: skip
     rows = baselines(probs, data.test.y, costs=costs, choices=choices, match=result, seed=config.seed)
+    budget = sum(result.histogram[c] * float(costs[i]) for i, c in enumerate(choices))  # the policy's recognition
+    rows.append(difficulty_bands((frame_outputs(model, data.val.x), data.val.y, data.val.difficulty),
+                                 (probs, data.test.y, data.test.difficulty), costs=costs, choices=choices,
+                                 budget=budget))  # fmt: skip
     return {"policy": result.to_dict(), "baselines": [r.to_dict() for r in rows],
             "bops_per_frame": {str(k): v for k, v in bops.items()}, "policy_macs_per_frame": policy.macs_per_frame(),
             "policy_relative_bops": policy_bops, "choices": choices}  # fmt: skip
@@ -331,7 +336,7 @@ def plot_tradeoff(details: dict[str, Any], path: str | os.PathLike) -> Path:
             ax.annotate(r["name"].removeprefix("all "), (100 * r["relative_bops"], 100 * r["accuracy"]),
                         textcoords="offset points", xytext=(4, -10), fontsize=8)  # fmt: skip
         marks = {"random": ("x", "tab:red"), "uniform": ("s", "tab:orange"), "oracle": ("^", "tab:green"),
-                 "adaptive": ("*", "tab:blue")}  # fmt: skip
+                 "difficulty": ("D", "tab:purple"), "adaptive": ("*", "tab:blue")}  # fmt: skip
         for r in rows:
             key = next((k for k in marks if r["name"].startswith(k)), None)
             if key is not None:
