@@ -43,6 +43,7 @@ from effdl.core.transform import TransformContext, run_transform
 from effdl.data import DatasetSplits, get_dataset
 from effdl.distill import DistillConfig
 from effdl.export import export_onnx
+from effdl.export.onnx import onnx_session
 from effdl.measure import MeasureConfig, count_macs
 from effdl.measure.latency import compare_latency
 from effdl.models import create_model, load_model, save_model
@@ -81,12 +82,7 @@ def by_hand(model, data, tmp: Path):
 def session_callable(path):
     """An int8 ONNX file as the bare callable every int8 model is timed through (the same harness for effdl's and
     the by-hand model: an onnxruntime session with torch's thread count and spinning off, numpy in and out)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     name = session.get_inputs()[0].name
 
     def run(x):

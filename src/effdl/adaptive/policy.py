@@ -16,6 +16,7 @@ which makes policy training a matter of seconds.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from typing import Any
@@ -456,8 +457,6 @@ def difficulty_bands(
         >>> r.accuracy, r.histogram  # the hard frame misleads at 8 bits: skipping it is best
         (1.0, {8: 0.0, 4: 0.5, 0: 0.5})
     """
-    import itertools
-
     widths = [c for c in choices if c != SKIP]
     ladder = list(range(len(widths)))[::-1] + ([len(widths)] if SKIP in choices else [])  # easy -> hard
     grid = torch.quantile(val[2].flatten().float(), torch.linspace(0, 1, levels)).tolist()

@@ -472,8 +472,8 @@ class _Search:
             if not options:
                 continue
             ms, _, trial = min(options, key=lambda o: (o[0], o[1]))  # fastest; ties: least cut (latency), most (+size)
-            slack = 0.0 if self.target.objective == "latency" else _LATENCY_SLACK
-            if ms < best_ms * (1 - slack) or (slack == 0.0 and ms == best_ms):
+            faster = ms <= best_ms if self.target.objective == "latency" else ms < best_ms * (1 - _LATENCY_SLACK)
+            if faster:
                 best, best_ms = trial, ms
         return best
 

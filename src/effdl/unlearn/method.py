@@ -24,6 +24,8 @@ from effdl.core.config import Config, check_choice, check_range
 from effdl.core.errors import ConfigError, ShapeError
 from effdl.core.report import Report
 from effdl.core.transform import restored_on_failure
+from effdl.train.config import TrainConfig
+from effdl.train.optim import build_scheduler
 from effdl.unlearn.task import masked_input, patch_masks
 
 __all__ = ["METHODS", "UnlearnConfig", "unlearn_"]
@@ -132,8 +134,7 @@ def _run(model: nn.Module, config: UnlearnConfig, forget: torch.Tensor, retain: 
         p.requires_grad_(False)
     params = list(model.encoder.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-                 if config.schedule == "cosine" else None)  # fmt: skip
+    scheduler = build_scheduler(optimizer, TrainConfig(epochs=1, schedule=config.schedule), config.steps)
     g = torch.Generator().manual_seed(config.seed)
     was_training = model.training
     model.eval()  # no dropout or batch statistics in this model family; eval keeps the decoder exactly as it was
@@ -147,8 +148,7 @@ def _run(model: nn.Module, config: UnlearnConfig, forget: torch.Tensor, retain: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+            scheduler.step()
             losses.append(float(loss.detach()))
     finally:
         for p in frozen:

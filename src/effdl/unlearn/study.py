@@ -20,7 +20,7 @@ from effdl.core.report import Report
 from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.unlearn.method import UnlearnConfig, unlearn_
 from effdl.unlearn.metrics import reconstruct, score_set
-from effdl.unlearn.task import digit_splits, train_autoencoder, train_classifier
+from effdl.unlearn.task import check_width, digit_splits, train_autoencoder, train_classifier
 
 __all__ = ["UnlearnStudyConfig", "rows_table", "run_study"]
 
@@ -67,8 +67,7 @@ class UnlearnStudyConfig(Config):
             raise ConfigError("forgetting all 10 classes leaves nothing to retain; keep at least one class")
         check_range("alpha", self.alpha, 0.0, hint="use alpha=0.3")
         check_range("epochs", self.epochs, 1, hint="use epochs=40")
-        if self.width < 2 or self.width % 2:
-            raise ConfigError(f"width must be an even number >= 2, got {self.width}; use width=64")
+        check_width(self.width)
         check_range("judge_epochs", self.judge_epochs, 1, hint="use judge_epochs=30")
 
 

@@ -19,6 +19,7 @@ from effdl.train.loop import Trainer
 __all__ = [
     "DigitSplits",
     "InpaintingAutoencoder",
+    "check_width",
     "digit_splits",
     "masked_input",
     "patch_masks",
@@ -59,6 +60,13 @@ def masked_input(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([x * (1 - mask), mask], dim=1)
 
 
+def check_width(width: int) -> None:
+    """Refuses an encoder width the inpainting model cannot take (its first conv has ``width // 2`` channels)."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
+        raise ConfigError(f"width must be an even number >= 2 (the first conv has width // 2 channels), got "
+                          f"{width!r}; use width=64")  # fmt: skip
+
+
 class InpaintingAutoencoder(nn.Module):
     """Encoder (the part unlearning fine-tunes) and decoder of the inpainting task.
 
@@ -72,8 +80,7 @@ class InpaintingAutoencoder(nn.Module):
 
     def __init__(self, width: int = 64) -> None:
         super().__init__()
-        if width < 2 or width % 2:
-            raise ConfigError(f"width must be an even number >= 2 (the first conv has width // 2 channels): {width}")
+        check_width(width)
         self.encoder = nn.Sequential(
             nn.Conv2d(2, width // 2, 3, padding=1), nn.GELU(),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
