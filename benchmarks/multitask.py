@@ -84,19 +84,23 @@ def sharing(args, seeds, work: Path) -> None:
 
 def budget(args, seeds, work: Path) -> None:
     specs = scene_task_specs()
-    rows, records = [], []
+    rows, records, pilots = [], [], []
     wins = {}
     for name, costs in COSTS.items():
         scores: dict[str, list[float]] = {}
         counts: dict[str, dict] = {}
         for seed in seeds:
-            s = load_scenes(train=args.pool, test=args.test, seed=seed)
+            s = load_scenes(train=args.pool, val=args.val, test=args.test, seed=seed)
             amount = args.budget_share * args.pool * sum(costs.values())
-            r = compare_allocations(s.train.dataset(), s.test.dataset(), specs, costs, amount,
-                                    MultiTaskConfig(seed=seed), steps=args.steps,
+            r = compare_allocations(s.train.dataset(), s.val.dataset(), s.test.dataset(), specs, costs, amount,
+                                    MultiTaskConfig(seed=seed), steps=args.steps, pilot_share=args.pilot_share,
                                     out_dir=work / f"budget-seed{seed}")  # fmt: skip
             print(name, seed, r.to_table(), flush=True)
             records.append({"costs": name, "seed": seed, **r.to_dict()})
+            p = r.pilot
+            pilots.append([name if seed == seeds[0] else "", str(seed), f"{p['noise'][next(iter(specs))]:.2f}",
+                           *(f"{p['gains'][t]:+.2f} -> {p['shrunk'][t]:+.2f}" for t in specs),
+                           "yes" if r.rows["adaptive"]["counts"] == r.rows["uniform-cost"]["counts"] else "no"])
             for strategy, row in r.rows.items():
                 scores.setdefault(strategy, []).append(row["score"])
                 counts.setdefault(strategy, row["counts"])
@@ -119,13 +123,20 @@ def budget(args, seeds, work: Path) -> None:
         f"allocation trains a hard-sharing network for {args.steps} steps (each task's loss over its labelled "
         "images); score: multi-task gain (percent) against the same network trained with every label of the pool. "
         "Fixed strategies: labels per task proportional to 1 (uniform count), to 1/cost (uniform cost) or to cost "
-        "(cost-proportional). Adaptive: 6 pilot trainings (every task at a quarter of the uniform-count labels, "
-        "then each task alone at half) measure each task's gain on the multi-task objective; every task keeps the "
-        "pilot's base count and the rest of the budget goes greedily where the fitted log curve promises the most "
-        "per unit of cost. Every allocation trains on the same batches of the whole pool (only the labels differ). "
-        "Median over seeds "
-        f"{', '.join(map(str, seeds))}.",
+        f"(cost-proportional). Adaptive: 6 pilot trainings, scored on {args.val} validation scenes (never the test "
+        f"scenes): the uniform-cost allocation of {args.pilot_share:.0%} of the budget, then each task alone "
+        "doubled; a task's gain is the multi-task gain of its doubled run against the base run; the noise of one "
+        "run is how much each task's metric moves across the runs where its own labels stay the same; the gains "
+        "are shrunk toward their mean by that noise (empirical Bayes), and labels go in proportion to shrunk gain "
+        "/ cost (the optimum of a log curve per task), every task keeping the labels the pilot bought (counted in "
+        f"the budget: the pilot spends {2 * args.pilot_share:.0%} of it). Where the pilot finds no difference "
+        "beyond its noise the adaptive allocation is exactly uniform cost. Every allocation trains on the same "
+        f"batches of the whole pool (only the labels differ). Median over seeds {', '.join(map(str, seeds))}.",
         verdict,
+        "The adaptive pilots (validation scenes): noise of a gain (percent, the same for every task), and each "
+        "task's gain when its labels double, raw -> shrunk:\n\n"
+        + format_table(pilots, ["label costs", "seed", "noise", *specs, "adaptive = uniform cost"],
+                       align="lr" + "r" * (len(specs) + 1) + "l") + "\n",
     ]
     print(write_results("multitask_budget", "Label-budget allocation across tasks", notes, table, records))
 
@@ -140,7 +151,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=1000, help="scenes that can be labelled in the budget study")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--budget-share", type=float, default=0.1)
-    parser.add_argument("--work", default="runs/bench-multitask-v2", help="where finished models' figures are kept")
+    parser.add_argument("--val", type=int, default=500, help="validation scenes scoring the adaptive pilot")
+    parser.add_argument("--pilot-share", type=float, default=0.25)
+    parser.add_argument("--work", default="runs/bench-multitask-v3", help="where finished models' figures are kept")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.work)

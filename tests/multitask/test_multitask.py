@@ -3,6 +3,7 @@ policies (executed blocks, MACs against a hand count, shared prefixes), AdaShare
 resume, and bad input."""
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from effdl.multitask import (
     delta_mtl,
     evaluate_multitask,
     fixed_allocation,
+    pilot_gains,
     scene_task_specs,
     sharing_loss,
     sparsity_loss,
@@ -219,14 +221,83 @@ def test_labelled_subsets_mask_the_loss_and_the_adaptive_allocator_follows_the_p
     y[MASK_KEY][:, 1:] = False
     MultiTaskLoss(SPECS)(net(x), y).backward()
     assert net.heads["depth"][-1].weight.grad.abs().sum() == 0 and net.heads["segment"][-1].weight.grad.abs().sum() > 0
-    estimate = PilotEstimate(base=20, grown=40, gains={"segment": 6.0, "depth": 0.1, "normal": 1.0, "edge": 1.0,
-                                                       "count": 3.0})  # fmt: skip
+    twenty = {t: 20 for t in SPECS}
+    estimate = PilotEstimate(twenty, {t: 40 for t in SPECS}, {"segment": 6.0, "depth": 0.1, "normal": 1.0,
+                                                               "edge": 1.0, "count": 3.0})  # fmt: skip
     costs = {"segment": 2.0, "depth": 1.0, "normal": 1.0, "edge": 1.0, "count": 1.0}
     counts = adaptive_allocation(estimate, costs, 2000, 2000)
     assert sum(counts[t] * c for t, c in costs.items()) <= 2000
     assert counts["segment"] > counts["normal"] > counts["depth"] and counts["count"] > counts["edge"]
-    with pytest.raises(ConfigError, match="cannot label 10 images of every task"):
-        adaptive_allocation(estimate, costs, 30, 2000)
+    # labels proportional to slope / cost: the optimum of sum slope_t log n_t within the budget
+    ratio = (counts["segment"] / counts["edge"]) / (6.0 / 2.0)
+    assert ratio == pytest.approx(1.0, rel=0.02)
+    assert counts["depth"] == 40  # held at what its pilot bought: the optimum would give it fewer
+    with pytest.raises(ConfigError, match="already cost 240, more than the budget of 200"):
+        adaptive_allocation(estimate, costs, 200, 2000)
+
+
+def test_the_pilot_measures_gains_and_their_noise_and_shrinks_noise_to_uniform_cost():
+    specs = {"a": TaskSpec("label", 2), "b": TaskSpec("label", 2), "c": TaskSpec("regress", 1)}
+    costs = {"a": 4.0, "b": 1.0, "c": 2.0}
+    calls = []
+
+    def clean(counts):  # a's labels lift a and c (transfer); b's lift nothing; c's lower c's error
+        calls.append(dict(counts))
+        return {"a": 0.4 + counts["a"] / 1000, "b": 0.5, "c": 0.2 - counts["a"] / 4000 - counts["c"] / 2000}
+
+    base = {"a": 50, "b": 100, "c": 40}
+    est = pilot_gains(clean, specs, base)
+    assert calls == [base, {**base, "a": 100}, {**base, "b": 200}, {**base, "c": 80}]
+    by_hand = {"a": (50 / 450 + 12.5 / 167.5) * 100 / 3, "b": 0.0, "c": 20 / 167.5 * 100 / 3}
+    assert est.gains == pytest.approx(by_hand)
+    # the noise: only c's metric moves where c's own labels stay (a's labels transfer to it), by hand
+    c_same = [0.1675, 0.155, 0.1675]  # the base run, a grown, b grown
+    noise = math.sqrt(2) * 100 * statistics.stdev(c_same) / statistics.fmean(c_same) / 3
+    assert est.noise == pytest.approx(dict.fromkeys(specs, noise))
+    mean = statistics.fmean(by_hand.values())
+    prior = statistics.pvariance(by_hand.values()) - noise**2
+    weight = prior / (prior + noise**2)
+    assert est.shrunk() == pytest.approx({t: mean + weight * (g - mean) for t, g in by_hand.items()})
+    assert est.shrunk()["a"] > est.shrunk()["c"] > est.shrunk()["b"]  # pulled together, not reordered
+    alloc = adaptive_allocation(est, costs, 2000, 1000)
+    sh = est.shrunk()
+    assert alloc["a"] / alloc["b"] == pytest.approx((sh["a"] / costs["a"]) / (sh["b"] / costs["b"]), rel=0.02)
+
+    gen = torch.Generator().manual_seed(0)
+
+    def noisy(counts):  # every task equally worth labelling, under training noise far above the signal
+        jitter = torch.randn(3, generator=gen).tolist()
+        return {"a": 0.5 + 0.05 * jitter[0] + 1e-5 * counts["a"], "b": 0.5 + 0.05 * jitter[1] + 1e-5 * counts["b"],
+                "c": 0.2 + 0.02 * jitter[2] - 1e-6 * counts["c"]}  # fmt: skip
+
+    est = pilot_gains(noisy, specs, base)
+    assert max(est.gains.values()) - min(est.gains.values()) > 2.0  # the raw gains differ by noise alone
+    assert len(set(est.shrunk().values())) == 1  # shrunk to their mean: nothing tells the tasks apart
+    assert adaptive_allocation(est, costs, 2000, 1000) == fixed_allocation("uniform-cost", costs, 2000, 1000)
+    with pytest.raises(ConfigError, match="at least 1 base label per task"):
+        pilot_gains(clean, specs, {**base, "b": 0})
+    with pytest.raises(ConfigError, match=r"\['b'\] scored exactly 0 in the pilot's base run"):
+        pilot_gains(lambda counts: {**clean(counts), "b": 0.0}, specs, base)
+
+
+def test_compare_allocations_scores_the_pilot_on_validation_data_only(monkeypatch):
+    from effdl.multitask import study
+
+    scored = []
+    real = study.evaluate_multitask
+    monkeypatch.setattr(study, "evaluate_multitask", lambda net, data: scored.append(data) or real(net, data))
+    s = load_scenes(train=40, val=4, test=6, size=16)
+    specs = {k: v for k, v in SPECS.items() if k in ("segment", "count")}
+    val, test = s.val.dataset(tuple(specs)), s.test.dataset(tuple(specs))
+    c = study.compare_allocations(s.train.dataset(tuple(specs)), val, test, specs, {"segment": 4.0, "count": 1.0}, 100,
+                                  MultiTaskConfig(batch_size=8), steps=1, widths=(8,))  # fmt: skip
+    assert [d is val for d in scored] == [False] + [True] * 3 + [False] * 4  # reference, 3 pilot runs, 4 strategies
+    assert all(d is test for d in scored if d is not val)
+    adaptive = c.rows["adaptive"]["counts"]
+    assert all(adaptive[t] >= c.pilot["grown"][t] for t in specs) and c.rows["adaptive"]["spent"] <= 100
+    with pytest.raises(ConfigError, match="pilot_share must be in"):
+        study.compare_allocations(s.train.dataset(tuple(specs)), val, test, specs, {"segment": 4.0, "count": 1.0},
+                                  100, pilot_share=0.8)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -248,7 +319,7 @@ def test_the_multitask_commands_compare_and_allocate_and_refuse_bad_costs(tmp_pa
         '"details"')[1]  # a finished run resumed gives the same figures
     code, text, err = run_cli(capsys, "multitask", "budget", *small, "--steps", 2, "--out", tmp_path / "b")
     assert code == 0, err
-    assert "adaptive" in text and "uniform-cost" in text and "pilot gains" in text
+    assert "adaptive" in text and "uniform-cost" in text and "adaptive pilot (validation scenes)" in text
     assert_refused(capsys, "multitask", "budget", "--costs", "segment=1", "--out", tmp_path / "c",
                    message="--costs must give a cost for each task")  # fmt: skip
     assert_refused(capsys, "multitask", "budget", "--costs", "segment=x", "--out", tmp_path / "c",

@@ -52,6 +52,11 @@ def add_multitask(sub) -> None:
     b.add_argument("--budget", type=float, default=None,
                    help="total budget (default: what labelling 10%% of the pool for every task costs)")  # fmt: skip
     b.add_argument("--steps", type=positive_int, default=600, help="training steps per allocation (default 600)")
+    b.add_argument("--val", type=positive_int, default=500,
+                   help="validation scenes that score the adaptive allocator's pilot runs (default 500)")
+    b.add_argument("--pilot-share", type=float, default=0.25,
+                   help="the adaptive pilot's base allocation: this share of the budget at uniform cost; the pilot "
+                        "buys twice that (default 0.25)")  # fmt: skip
     b.set_defaults(func=_budget)
 
 
@@ -64,8 +69,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     add_log_flags(p)
 
 
-def _scenes(args: argparse.Namespace):
-    return load_scenes(train=args.train, val=1, test=args.test, size=args.size, seed=args.seed)
+def _scenes(args: argparse.Namespace, val: int = 1):
+    return load_scenes(train=args.train, val=val, test=args.test, size=args.size, seed=args.seed)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -107,20 +112,25 @@ def _parse_costs(text: str, tasks: tuple[str, ...]) -> dict[str, float]:
 def _budget(args: argparse.Namespace) -> int:
     specs = scene_task_specs()
     costs = _parse_costs(args.costs, tuple(specs))
-    scenes = _scenes(args)
+    scenes = _scenes(args, val=args.val)
     budget = args.budget if args.budget is not None else 0.1 * args.train * sum(costs.values())
     out = Path(args.out)
     with claim_out(args, out, command="multitask budget"):
-        result = compare_allocations(scenes.train.dataset(), scenes.test.dataset(), specs, costs, budget,
-                                     MultiTaskConfig(seed=args.seed), steps=args.steps, out_dir=out,
+        result = compare_allocations(scenes.train.dataset(), scenes.val.dataset(), scenes.test.dataset(), specs,
+                                     costs, budget, MultiTaskConfig(seed=args.seed), steps=args.steps,
+                                     pilot_share=args.pilot_share, out_dir=out,
                                      progress=not args.no_progress)  # fmt: skip
-        config = {"costs": costs, "budget": budget, "steps": args.steps}
+        config = {"costs": costs, "budget": budget, "steps": args.steps, "pilot_share": args.pilot_share}
         Report(command="multitask budget", model="MultiTaskNet", dataset=scenes.describe(), config=config,
                details=result.to_dict()).write(out)  # fmt: skip
     print(f"{scenes.describe()}; budget {budget:g}, label costs {costs}")
     print(result.to_table())
+    pilot = result.pilot
     print(f"\nscore: multi-task gain against a network trained with every label of the pool; best fixed strategy: "
-          f"{result.best_fixed()}; pilot gains per task (labels {result.pilot['base']} -> {result.pilot['grown']}): "
-          + ", ".join(f"{t} {g:+.2f}%" for t, g in result.pilot["gains"].items()))  # fmt: skip
+          f"{result.best_fixed()}")
+    print("adaptive pilot (validation scenes), per task: labels base -> grown, multi-task gain +- noise -> "
+          "shrunk gain: " + ", ".join(f"{t} {pilot['base'][t]} -> {pilot['grown'][t]}, {g:+.2f}% +- "
+                                      f"{(pilot['noise'] or {}).get(t, 0.0):.2f} -> {pilot['shrunk'][t]:+.2f}%"
+                                      for t, g in pilot["gains"].items()))  # fmt: skip
     print(f"report: {out / 'report.json'}")
     return 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import statistics
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -129,78 +131,126 @@ class LabelledSubsets(Dataset):
 
 @dataclasses.dataclass
 class PilotEstimate:
-    """What the pilot runs measured: the score of the base allocation, each task's gain when its labels grow from
-    ``base`` to ``grown`` (multi-task gain in percent against the base run), and the fitted log-curve slope per
-    task (gain per doubling of its labels)."""
+    """What the pilot runs measured: the labels per task of the base run, each task's labels in its grown run, the
+    gain of each task's grown run (multi-task gain in percent against the base run) and, where the pilot could
+    measure it, each gain's standard error (see :func:`pilot_gains`).
 
-    base: int
-    grown: int
+    Example:
+        >>> est = PilotEstimate({"a": 50, "b": 50}, {"a": 100, "b": 100}, {"a": 4.0, "b": 1.0}, {"a": 0.5, "b": 0.5})
+        >>> {t: round(g, 2) for t, g in est.shrunk().items()}  # a real difference: shrunk only a little
+        {'a': 3.83, 'b': 1.17}
+    """
+
+    base: dict[str, int]
+    grown: dict[str, int]
     gains: dict[str, float]
+    noise: dict[str, float] | None = None
+
+    def shrunk(self) -> dict[str, float]:
+        """The gains pulled toward their mean as far as their noise says (empirical Bayes: the tasks' true gains
+        are taken as drawn from one normal prior whose mean is the gains' mean and whose variance is the gains'
+        spread less their mean noise variance; each gain's posterior mean). Gains that differ by no more than
+        their noise all become the mean, and the allocation falls back to spending alike per task (uniform cost)."""
+        if not self.noise or len(self.gains) < 2:
+            return dict(self.gains)
+        mean = statistics.fmean(self.gains.values())
+        spread = statistics.pvariance(self.gains.values(), mu=mean)
+        prior = max(spread - statistics.fmean(v * v for v in self.noise.values()), 0.0)
+        return {t: mean + (prior / (prior + self.noise[t] ** 2) if prior > 0 else 0.0) * (g - mean)
+                for t, g in self.gains.items()}  # fmt: skip
 
     def slope(self, task: str) -> float:
-        """Estimated gain (percent) per doubling of the task's labels, at least a small positive floor."""
-        return max(self.gains[task] / math.log2(self.grown / self.base), 1e-3)
+        """Estimated gain (percent) per doubling of the task's labels (from its shrunk gain), at least a small
+        positive floor."""
+        return max(self.shrunk()[task] / math.log2(self.grown[task] / self.base[task]), 1e-3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, with the shrunk gains."""
+        return {**dataclasses.asdict(self), "shrunk": self.shrunk()}
 
 
 def pilot_gains(
     train_and_score: Callable[[dict[str, int]], dict[str, float]],
     specs: Mapping[str, TaskSpec],
+    base: Mapping[str, int],
     *,
-    base: int,
-    grown: int,
+    grow: float = 2.0,
 ) -> PilotEstimate:
-    """Runs ``1 + tasks`` pilot trainings: every task at ``base`` labels, then each task alone grown to ``grown``
-    labels; the gain of a task is the multi-task gain (:func:`delta_mtl`, over all tasks' metrics, so a task's
-    labels are credited with what they bring to the other tasks too) of its grown run against the base run.
-    ``train_and_score(counts) -> metrics`` trains on an allocation and returns each task's metric.
+    """Runs ``1 + tasks`` pilot trainings: the ``base`` labels per task, then each task alone grown ``grow``-fold.
+    ``train_and_score(counts) -> metrics`` trains on an allocation and returns each task's metric, measured on data
+    that is not the final test set.
+
+    A task's gain is the multi-task gain (:func:`delta_mtl` over all tasks, so its labels are credited with what
+    they bring to the other tasks too) of its grown run against the base run. Its noise comes from the same runs:
+    each task's metric should not move across the runs in which its own labels stay the same, so its spread there
+    (training noise, plus whatever the other tasks' extra labels transfer, which makes the estimate cautious) is the
+    noise of one run; a gain, a difference of two runs, has twice that variance. :meth:`PilotEstimate.shrunk` weighs
+    the gains against it.
 
     Example:
         >>> specs = {"a": TaskSpec("label", 2), "b": TaskSpec("label", 2)}
         >>> fake = lambda counts: {"a": 0.5 + counts["a"] / 1000, "b": 0.5 + counts["a"] / 2000}
-        >>> est = pilot_gains(fake, specs, base=50, grown=100)
-        >>> round(est.gains["a"], 2), round(est.gains["b"], 2)
-        (6.93, 0.0)
+        >>> est = pilot_gains(fake, specs, {"a": 50, "b": 50})
+        >>> est.grown, round(est.gains["a"], 2), round(est.gains["b"], 2)  # b's labels bring nothing
+        ({'a': 100, 'b': 100}, 6.93, 0.0)
     """
-    if not 0 < base < grown:
-        raise ConfigError(f"pilot label counts need 0 < base < grown, got base={base}, grown={grown}")
-    base_counts = {t: base for t in specs}
-    reference = train_and_score(base_counts)
-    gains = {}
+    base = {t: int(base[t]) for t in specs}
+    if any(n < 1 for n in base.values()) or not grow > 1:
+        raise ConfigError(f"the pilot needs at least 1 base label per task and grow > 1, got base={base}, "
+                          f"grow={grow}")  # fmt: skip
+    grown = {t: max(n + 1, round(n * grow)) for t, n in base.items()}
+    reference = train_and_score(dict(base))
+    zero = [t for t in specs if not reference[t]]
+    if zero:
+        raise ConfigError(f"task(s) {zero} scored exactly 0 in the pilot's base run, so no gain can be measured "
+                          "relative to it; give the pilot more labels (a larger pilot share or budget) or train "
+                          "longer (more steps)")  # fmt: skip
+    runs = {t: train_and_score({**base, t: grown[t]}) for t in specs}
+    gains = {t: delta_mtl(runs[t], reference, specs) for t in specs}
+    var = 0.0
+    for u in specs:  # u's metric where u's labels are the base ones: the base run and the other tasks' grown runs
+        same = [reference[u], *(runs[t][u] for t in specs if t != u)]
+        if len(same) > 1:
+            var += (100 * statistics.stdev(same) / abs(statistics.fmean(same))) ** 2
+    noise = math.sqrt(2 * var) / len(specs)
     for t in specs:
-        metrics = train_and_score({**base_counts, t: grown})
-        gains[t] = delta_mtl(metrics, reference, specs)
-        log.info("pilot: %s labels %d -> %d: multi-task gain %+.2f%%", t, base, grown, gains[t])
-    return PilotEstimate(base=base, grown=grown, gains=gains)
+        log.info("pilot: %s labels %d -> %d: multi-task gain %+.2f%% (noise %.2f)", t, base[t], grown[t], gains[t],
+                 noise)  # fmt: skip
+    return PilotEstimate(base, grown, gains, {t: noise for t in specs} if len(specs) > 1 else None)
 
 
-def adaptive_allocation(estimate: PilotEstimate, costs: Mapping[str, float], budget: float, pool: int, *,
-                        step: int = 10, floor: int | None = None) -> dict[str, int]:  # fmt: skip
+def adaptive_allocation(estimate: PilotEstimate, costs: Mapping[str, float], budget: float,
+                        pool: int) -> dict[str, int]:  # fmt: skip
     """Task-adaptive allocation: models each task's contribution to the multi-task objective as
-    ``slope_t * log2(labels_t)`` (diminishing returns, fitted by the pilot) and spends the budget ``step`` labels
-    at a time on the task with the largest estimated gain per unit of cost, starting every task at ``floor`` labels
-    (default ``step``; the pilot's base count is a good floor: the estimate says nothing below it).
+    ``slope_t * log2(labels_t)`` (diminishing returns; the slope from the pilot's shrunk gain) and maximises the sum
+    within the budget, so labels go in proportion to ``slope_t / cost_t``. Every task keeps at least the labels its
+    pilot bought (``estimate.grown``: they are paid for) and at most ``pool``; counts are rounded down. Where the
+    slopes are equal (a pilot that found no difference beyond its noise) this is exactly uniform cost.
 
     Example:
-        >>> est = PilotEstimate(base=50, grown=100, gains={"a": 4.0, "b": 1.0})
-        >>> adaptive_allocation(est, {"a": 1.0, "b": 1.0}, 1000, 10_000)  # a's labels are worth 4x: it gets ~4/5
+        >>> est = PilotEstimate({"a": 10, "b": 10}, {"a": 20, "b": 20}, {"a": 4.0, "b": 1.0})
+        >>> adaptive_allocation(est, {"a": 1.0, "b": 1.0}, 1000, 10_000)  # a's labels are worth 4x: it gets 4/5
         {'a': 800, 'b': 200}
     """
     _check(costs, budget)
-    start = floor if floor is not None else step
-    counts = {t: min(start, pool) for t in costs}
-    spent = sum(counts[t] * costs[t] for t in costs)
-    if spent > budget:
-        raise ConfigError(f"a budget of {budget} cannot label {start} images of every task (that costs {spent}); "
-                          "raise the budget or lower the floor")  # fmt: skip
+    missing = set(costs) - set(estimate.grown)
+    if missing:
+        raise ConfigError(f"the pilot estimate has no gain for task(s) {sorted(missing)}; run the pilot on every "
+                          "task the budget is for")  # fmt: skip
+    floor = {t: min(estimate.grown[t], pool) for t in costs}
+    paid = sum(floor[t] * costs[t] for t in costs)
+    if paid > budget + 1e-9:
+        raise ConfigError(f"the pilot's labels ({floor}) already cost {paid:g}, more than the budget of {budget:g}; "
+                          "give the pilot a smaller share of the budget")  # fmt: skip
+    # maximise sum slope_t log n_t subject to sum cost_t n_t <= budget, floor_t <= n_t <= pool: n_t is proportional
+    # to slope_t / cost_t, except where that falls below the floor; those tasks stay at their floor (as the rest's
+    # share only shrinks when one is held up, a task once below stays below) and the others share what is left
+    held: set[str] = set()
     while True:
-        best, value = None, 0.0
-        for t, c in costs.items():
-            if counts[t] + step > pool or spent + step * c > budget + 1e-9:
-                continue
-            gain = estimate.slope(t) * math.log2((counts[t] + step) / counts[t]) / (step * c)
-            if gain > value:
-                best, value = t, gain
-        if best is None:
-            return counts
-        counts[best] += step
-        spent += step * costs[best]
+        free = {t: estimate.slope(t) / costs[t] for t in costs if t not in held}
+        left = budget - sum(floor[t] * costs[t] for t in held)
+        counts = {**_cap(free, {t: costs[t] for t in free}, left, pool), **{t: floor[t] for t in held}}
+        below = {t for t in free if counts[t] < floor[t]}
+        if not below:
+            return {t: counts[t] for t in costs}
+        held |= below

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from effdl.core.errors import ConfigError
 from effdl.core.io import atomic_write_json
 from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
@@ -24,7 +25,6 @@ from effdl.multitask.adashare import AdaShareConfig, sharing_by_depth, train_ada
 from effdl.multitask.budget import (
     ALLOCATIONS,
     LabelledSubsets,
-    PilotEstimate,
     adaptive_allocation,
     fixed_allocation,
     pilot_gains,
@@ -232,6 +232,7 @@ class AllocationComparison:
 
 def compare_allocations(
     pool: Dataset,
+    val: Dataset,
     test: Dataset,
     specs: Mapping[str, TaskSpec],
     costs: Mapping[str, float],
@@ -239,8 +240,7 @@ def compare_allocations(
     config: MultiTaskConfig | None = None,
     *,
     steps: int = 600,
-    pilot: tuple[int, int] | None = None,
-    pilot_estimate: PilotEstimate | None = None,
+    pilot_share: float = 0.25,
     reference: Mapping[str, float] | None = None,
     widths: Sequence[int] = (16, 16, 32, 32, 32, 32),
     out_dir: str | os.PathLike | None = None,
@@ -250,58 +250,53 @@ def compare_allocations(
     fixed strategies and the task-adaptive one) for ``steps`` optimizer steps each over the whole pool (the same
     batches for every allocation; each task's loss over its labelled images), and scores each on ``test``
     against a network trained with every label of the pool (``reference``: its metrics, trained here when not
-    given). The adaptive allocator's pilot (``pilot = (base, grown)`` labels per task, default a quarter and a half
-    of what uniform count buys) runs here unless ``pilot_estimate`` is given (it does not depend on the costs, so
-    several cost settings can share one). With ``out_dir`` each finished training's figures are kept.
+    given). The adaptive allocator's pilot starts from the uniform-cost allocation of ``pilot_share`` of the budget
+    and doubles each task in turn (so it buys twice that share, and the adaptive allocation keeps those labels); the
+    pilot runs are scored on ``val``, never on ``test``. With ``out_dir`` each finished training's figures are kept.
 
     Example:
         >>> from effdl.data import load_scenes
         >>> from effdl.multitask.tasks import scene_task_specs
-        >>> s = load_scenes(train=40, val=2, test=4, size=16)
+        >>> s = load_scenes(train=40, val=4, test=4, size=16)
         >>> specs = {k: v for k, v in scene_task_specs().items() if k in ("segment", "count")}
-        >>> c = compare_allocations(s.train.dataset(tuple(specs)), s.test.dataset(tuple(specs)), specs,
+        >>> c = compare_allocations(*(p.dataset(tuple(specs)) for p in (s.train, s.val, s.test)), specs,
         ...                         {"segment": 4.0, "count": 1.0}, 80, MultiTaskConfig(batch_size=8), steps=2,
         ...                         widths=(8,))
-        >>> list(c.rows)
-        ['uniform-count', 'uniform-cost', 'cost-proportional', 'adaptive']
+        >>> list(c.rows), c.pilot["base"]
+        (['uniform-count', 'uniform-cost', 'cost-proportional', 'adaptive'], {'segment': 2, 'count': 10})
     """
     config = config or MultiTaskConfig()
     specs, costs = dict(specs), {t: float(costs[t]) for t in specs}
+    if not 0 < pilot_share <= 0.5:
+        raise ConfigError(f"pilot_share must be in (0, 0.5] (the pilot buys twice its share of the budget), got "
+                          f"{pilot_share}; use 0.25")  # fmt: skip
     n = len(pool)  # type: ignore[arg-type]
     out = Path(out_dir) if out_dir is not None else None
     tasks = tuple(specs)
 
-    def train_on(counts: Mapping[str, int], key: str) -> dict[str, Any]:
+    def train_on(counts: Mapping[str, int], key: str, data_for_score: Dataset) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             data = LabelledSubsets(pool, tasks, counts, seed=config.seed, keep_unlabelled=True)
             epochs = max(1, math.ceil(steps * config.batch_size / len(data)))
             torch.manual_seed(config.seed)
             net = MultiTaskNet(specs, widths=widths)
             train_multitask(net, data, config, epochs=epochs, progress=progress)
-            return {"counts": dict(counts), "metrics": evaluate_multitask(net, test)}
+            return {"counts": dict(counts), "metrics": evaluate_multitask(net, data_for_score)}
 
         return _cached(_sub(out, f"{key}.json"), run)
 
-    ref = dict(reference) if reference is not None else train_on({t: n for t in tasks}, "reference")["metrics"]
-    uniform = fixed_allocation("uniform-count", costs, budget, n)
-    if pilot_estimate is None:
-        base, grown = pilot or (max(2, min(uniform.values()) // 4), max(4, min(uniform.values()) // 2))
+    def name(prefix: str, counts: Mapping[str, int]) -> str:
+        return prefix + "-" + "-".join(str(counts[t]) for t in tasks)
 
-        def pilot_run(counts: dict[str, int]) -> dict[str, float]:
-            key = "pilot-" + "-".join(f"{counts[t]}" for t in tasks)
-            return train_on(counts, key)["metrics"]
-
-        pilot_estimate = pilot_gains(pilot_run, specs, base=base, grown=grown)
+    ref = dict(reference) if reference is not None else train_on({t: n for t in tasks}, "reference", test)["metrics"]
+    base = {t: max(1, k) for t, k in fixed_allocation("uniform-cost", costs, pilot_share * budget, n).items()}
+    estimate = pilot_gains(lambda counts: train_on(counts, name("pilot-val", counts), val)["metrics"], specs, base)
     allocations = {s: fixed_allocation(s, costs, budget, n) for s in ALLOCATIONS}
-    step = max(1, min(uniform.values()) // 20)
-    floor = min(pilot_estimate.base, min(uniform.values()))
-    allocations["adaptive"] = adaptive_allocation(pilot_estimate, costs, budget, n, step=step, floor=floor)
+    allocations["adaptive"] = adaptive_allocation(estimate, costs, budget, n)
     rows = {}
     for strategy, counts in allocations.items():
-        key = f"alloc-{strategy}-" + "-".join(str(counts[t]) for t in tasks)
-        r = train_on(counts, key)
+        r = train_on(counts, name("alloc", counts), test)
         rows[strategy] = {"counts": counts, "spent": sum(counts[t] * costs[t] for t in tasks), "metrics": r["metrics"],
                           "score": delta_mtl(r["metrics"], ref, specs)}  # fmt: skip
         log.info("%s: %s -> score %+.2f%%", strategy, counts, rows[strategy]["score"])
-    pilot_info = {"base": pilot_estimate.base, "grown": pilot_estimate.grown, "gains": pilot_estimate.gains}
-    return AllocationComparison(specs, costs, float(budget), ref, rows, pilot_info)
+    return AllocationComparison(specs, costs, float(budget), ref, rows, estimate.to_dict())
