@@ -120,6 +120,44 @@ def test_retain_batch_and_schedule_options(monkeypatch):
         UnlearnStudyConfig(width=3)
 
 
+def _record_mask_ratios(monkeypatch) -> list[float]:
+    import effdl.unlearn.method as method
+    import effdl.unlearn.metrics as metrics
+    import effdl.unlearn.task as task
+
+    ratios = []
+    real = task.patch_masks
+
+    def recording(n, **kwargs):
+        masks = real(n, **kwargs)
+        ratios.append(float(masks.mean()))  # what the masks really hide
+        return masks
+
+    for module in (task, method, metrics):
+        monkeypatch.setattr(module, "patch_masks", recording)
+    return ratios
+
+
+def test_the_mask_ratio_reaches_training_unlearning_and_scoring(monkeypatch):
+    from effdl.unlearn import score_set, train_autoencoder
+
+    assert float(patch_masks(50, ratio=0.75, seed=2).mean()) == 0.75
+    ratios = _record_mask_ratios(monkeypatch)
+    forget, retain = _sets()
+    model, _ = train_autoencoder(retain, epochs=1, mask_ratio=0.75)
+    unlearn_(model, UnlearnConfig(steps=2, mask_ratio=0.75), forget=forget, retain=retain)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10))
+    score_set(model, clf, retain, torch.zeros(len(retain), dtype=torch.long), mask_ratio=0.75)
+    assert len(ratios) == 4 and ratios == [0.75] * 4  # training, two unlearning steps, scoring
+    for bad in (0.0, 1.0):
+        with pytest.raises(ConfigError, match="mask_ratio is the share of 2x2 patches hidden"):
+            UnlearnStudyConfig(mask_ratio=bad)
+    with pytest.raises(ConfigError, match="mask_ratio is the share of 2x2 patches hidden"):
+        patch_masks(2, ratio=1.5)
+    with pytest.raises(ConfigError, match="set mask_ratio on the study only"):
+        UnlearnStudyConfig(mask_ratio=0.75, unlearn=UnlearnConfig(mask_ratio=0.25))
+
+
 def test_splits_and_masks_are_deterministic_and_disjoint():
     a, b = digit_splits(3), digit_splits(3)
     assert torch.equal(a.train[0], b.train[0]) and torch.equal(a.test[1], b.test[1])
@@ -131,10 +169,12 @@ def test_splits_and_masks_are_deterministic_and_disjoint():
 
 
 @pytest.mark.slow  # ~16 s: the whole study (training, unlearning, baselines, plots); run with -m slow
-def test_the_study_runs_end_to_end(tmp_path):
-    config = UnlearnStudyConfig(epochs=1, judge_epochs=2, alphas=(1.0,), ascent_steps=(3,),
+def test_the_study_runs_end_to_end(tmp_path, monkeypatch):
+    config = UnlearnStudyConfig(epochs=1, judge_epochs=2, alphas=(1.0,), ascent_steps=(3,), mask_ratio=0.75,
                                 unlearn=UnlearnConfig(steps=5))  # fmt: skip
+    ratios = _record_mask_ratios(monkeypatch)
     report = run_study(config, out_dir=tmp_path)
+    assert len(ratios) > 50 and set(ratios) == {0.75}  # every mask of the study hides what it was told
     rows = {r["method"]: r for r in report.details["rows"]}
     assert {"original", "noise-target (real retain)", "noise-target (proxy retain)", "gradient-ascent"} <= set(rows)
     assert (tmp_path / "grids.png").stat().st_size > 0 and (tmp_path / "tradeoff.png").is_file()

@@ -35,6 +35,9 @@ def add_unlearn(sub) -> None:
                    help="unlearning learning-rate schedule (default constant)")
     p.add_argument("--epochs", type=int, default=40, help="training epochs of the inpainting model (default 40)")
     p.add_argument("--width", type=int, default=64, help="channels of the inpainting encoder's output (default 64)")
+    p.add_argument("--mask-ratio", type=float, default=0.5,
+                   help="share of 2x2 patches hidden from the inpainting model (default 0.5; 0.75 hides most of a "
+                        "digit, so a model that never saw a class cannot draw it from what is left)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed (split, training, unlearning)")
     p.add_argument("--out", default="runs/unlearn", help="output folder (default runs/unlearn)")
     p.set_defaults(func=_unlearn)
@@ -50,6 +53,7 @@ def _classes(text: str) -> tuple[int, ...]:
 def _unlearn(args: argparse.Namespace) -> int:
     config = UnlearnStudyConfig(
         forget=_classes(args.forget), alpha=args.alpha, epochs=args.epochs, width=args.width, seed=args.seed,
+        mask_ratio=args.mask_ratio,
         unlearn=UnlearnConfig(steps=args.steps, lr=args.lr, retain_batch_size=args.retain_batch_size,
                               schedule=args.schedule),
     )  # fmt: skip

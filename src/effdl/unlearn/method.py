@@ -26,7 +26,7 @@ from effdl.core.report import Report
 from effdl.core.transform import restored_on_failure
 from effdl.train.config import TrainConfig
 from effdl.train.optim import build_scheduler
-from effdl.unlearn.task import masked_input, patch_masks
+from effdl.unlearn.task import check_mask_ratio, masked_input, patch_masks
 
 __all__ = ["METHODS", "UnlearnConfig", "unlearn_"]
 
@@ -48,6 +48,7 @@ class UnlearnConfig(Config):
         retain_batch_size: retain images per step (default: ``batch_size``); a larger retain batch keeps the retain
             set's term steadier against the forget term.
         schedule: ``"constant"`` learning rate, or ``"cosine"`` decay to zero over ``steps``.
+        mask_ratio: share of 2x2 patches the task hides (as the model was trained; the task's input transform T).
         seed: seeds the batches, masks and noise.
 
     Example:
@@ -62,6 +63,7 @@ class UnlearnConfig(Config):
     batch_size: int = 64
     retain_batch_size: int | None = None
     schedule: str = "constant"
+    mask_ratio: float = 0.5
     seed: int = 0
 
     def validate(self) -> None:
@@ -71,6 +73,7 @@ class UnlearnConfig(Config):
         check_range("steps", self.steps, 1, hint="use steps=300")
         check_range("lr", self.lr, 0.0, low_open=True, hint="use lr=1e-3")
         check_range("batch_size", self.batch_size, 1, hint="use batch_size=64")
+        check_mask_ratio(self.mask_ratio)
         if self.retain_batch_size is not None:
             check_range("retain_batch_size", self.retain_batch_size, 1, hint="use retain_batch_size=None")
 
@@ -170,7 +173,7 @@ def _loss(model, original, config, forget, retain, g, noise_stats) -> torch.Tens
     nr = config.retain_batch_size or n
     mean, std = noise_stats
     mask_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-    mask = patch_masks(max(n, nr), seed=mask_seed)
+    mask = patch_masks(max(n, nr), ratio=config.mask_ratio, seed=mask_seed)
     mf, mr = mask[:n], mask[:nr]
     if config.method == "noise-target":
         xr, xf = _batch(retain, nr, g), _batch(forget, n, g)

@@ -77,14 +77,17 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return max(value, 0.0)
 
 
-def reconstruct(model: nn.Module, x: torch.Tensor, *, seed: int = 12345) -> torch.Tensor:
-    """The model's drawings of ``x`` under fixed masks (the same masks for every model compared)."""
+def reconstruct(model: nn.Module, x: torch.Tensor, *, mask_ratio: float = 0.5, seed: int = 12345) -> torch.Tensor:
+    """The model's drawings of ``x`` under fixed masks hiding ``mask_ratio`` of the patches (the same masks for
+    every model compared)."""
     with torch.no_grad():
-        return model.eval()(masked_input(x, patch_masks(len(x), seed=seed)))
+        return model.eval()(masked_input(x, patch_masks(len(x), ratio=mask_ratio, seed=seed)))
 
 
-def score_set(model: nn.Module, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> SetScore:
-    """Reconstruction error, classifier accuracy and Fréchet distance of the model's drawings of ``x``.
+def score_set(model: nn.Module, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+              mask_ratio: float = 0.5) -> SetScore:  # fmt: skip
+    """Reconstruction error, classifier accuracy and Fréchet distance of the model's drawings of ``x`` (under
+    masks hiding ``mask_ratio`` of the patches).
 
     Example:
         >>> from effdl.unlearn.task import InpaintingAutoencoder
@@ -95,7 +98,7 @@ def score_set(model: nn.Module, classifier: nn.Module, x: torch.Tensor, y: torch
     """
     if len(x) < 2:
         raise ConfigError(f"scoring needs at least 2 images, got {len(x)}")
-    out = reconstruct(model, x)
+    out = reconstruct(model, x, mask_ratio=mask_ratio)
     with torch.no_grad():
         accuracy = float((classifier(out).argmax(1) == y).float().mean())
     fid = frechet_distance(penultimate_features(classifier, out), penultimate_features(classifier, x))

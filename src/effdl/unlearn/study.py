@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from effdl.core.report import Report
 from effdl.core.rundir import claim_run_dir, run_identity
 from effdl.unlearn.method import UnlearnConfig, unlearn_
 from effdl.unlearn.metrics import reconstruct, score_set
-from effdl.unlearn.task import check_width, digit_splits, train_autoencoder, train_classifier
+from effdl.unlearn.task import check_mask_ratio, check_width, digit_splits, train_autoencoder, train_classifier
 
 __all__ = ["UnlearnStudyConfig", "rows_table", "run_study"]
 
@@ -39,6 +40,8 @@ class UnlearnStudyConfig(Config):
         unlearn: steps, learning rate and batch size of every unlearning run (method and alpha are set per run).
         epochs: training epochs of the inpainting model (and of retraining from scratch).
         width: channels of the inpainting model's encoder output (its first conv has half as many).
+        mask_ratio: share of 2x2 patches hidden from the model (the task; 0.5 leaves much of each digit visible, so
+            even a model that never saw a class may draw it recognisably; 0.75 hides most of it).
         judge_epochs: training epochs of the judging classifier.
         seed: seeds the split, the training runs and unlearning.
 
@@ -54,6 +57,7 @@ class UnlearnStudyConfig(Config):
     unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     epochs: int = 40
     width: int = 64
+    mask_ratio: float = 0.5
     judge_epochs: int = 30
     seed: int = 0
 
@@ -68,13 +72,18 @@ class UnlearnStudyConfig(Config):
         check_range("alpha", self.alpha, 0.0, hint="use alpha=0.3")
         check_range("epochs", self.epochs, 1, hint="use epochs=40")
         check_width(self.width)
+        check_mask_ratio(self.mask_ratio)
+        if self.unlearn.mask_ratio not in (self.mask_ratio, UnlearnConfig.mask_ratio):
+            raise ConfigError(f"unlearn.mask_ratio={self.unlearn.mask_ratio} differs from the study's mask_ratio="
+                              f"{self.mask_ratio}; set mask_ratio on the study only (it sets the unlearning's)")
         check_range("judge_epochs", self.judge_epochs, 1, hint="use judge_epochs=30")
 
 
-def _row(name: str, model, classifier, sets, *, seconds: float | None, steps: int | None) -> dict[str, Any]:
+def _row(name: str, model, classifier, sets, *, seconds: float | None, steps: int | None,
+         mask_ratio: float) -> dict[str, Any]:  # fmt: skip
     row: dict[str, Any] = {"method": name, "seconds": seconds, "steps": steps}
     for part, (x, y) in sets.items():
-        for k, v in score_set(model, classifier, x, y).to_dict().items():
+        for k, v in score_set(model, classifier, x, y, mask_ratio=mask_ratio).to_dict().items():
             row[f"{part}_{k}"] = v
     return row
 
@@ -90,6 +99,8 @@ def run_study(config: UnlearnStudyConfig, *, out_dir: str | os.PathLike | None =
 
 def _study(config: UnlearnStudyConfig, out_dir: str | os.PathLike | None) -> Report:
     seed = config.seed
+    ratio = config.mask_ratio
+    score = functools.partial(_row, mask_ratio=ratio)
     splits = digit_splits(seed)
     forget = config.forget
     retain_classes = tuple(c for c in range(10) if c not in forget)
@@ -100,18 +111,19 @@ def _study(config: UnlearnStudyConfig, out_dir: str | os.PathLike | None) -> Rep
     with torch.no_grad():
         judge = {k: float((classifier(x).argmax(1) == y).float().mean()) for k, (x, y) in sets.items()}
     t0 = time.perf_counter()
-    original, steps = train_autoencoder(splits.train[0], epochs=config.epochs, width=config.width, seed=seed)
+    original, steps = train_autoencoder(splits.train[0], epochs=config.epochs, width=config.width,
+                                        mask_ratio=ratio, seed=seed)  # fmt: skip
     train_s = time.perf_counter() - t0
-    rows = [_row("original", original, classifier, sets, seconds=train_s, steps=steps)]
+    rows = [score("original", original, classifier, sets, seconds=train_s, steps=steps)]
     t0 = time.perf_counter()
     scratch, scratch_steps = train_autoencoder(splits.part("train", retain_classes), epochs=config.epochs,
-                                               width=config.width, seed=seed)  # fmt: skip
-    rows.append(_row("retrain from scratch without the forget set", scratch, classifier, sets,
-                     seconds=time.perf_counter() - t0, steps=scratch_steps))  # fmt: skip
+                                               width=config.width, mask_ratio=ratio, seed=seed)  # fmt: skip
+    rows.append(score("retrain from scratch without the forget set", scratch, classifier, sets,
+                       seconds=time.perf_counter() - t0, steps=scratch_steps))  # fmt: skip
     forget_x = splits.part("train", forget)
     retain_real = splits.part("train", retain_classes)
     retain_proxy = splits.part("proxy", retain_classes)
-    base = config.unlearn.replace(seed=seed)
+    base = config.unlearn.replace(seed=seed, mask_ratio=ratio)
     runs = {
         "noise-target (real retain)": (base.replace(method="noise-target", alpha=config.alpha), retain_real),
         "noise-target (proxy retain)": (base.replace(method="noise-target", alpha=config.alpha), retain_proxy),
@@ -123,18 +135,18 @@ def _study(config: UnlearnStudyConfig, out_dir: str | os.PathLike | None) -> Rep
     for name, (cfg, retain) in runs.items():
         m = copy.deepcopy(original)
         report = unlearn_(m, cfg, forget=forget_x, retain=retain)
-        rows.append(_row(name, m, classifier, sets, seconds=report.details["seconds"], steps=cfg.steps))
+        rows.append(score(name, m, classifier, sets, seconds=report.details["seconds"], steps=cfg.steps))
         models[name] = m
     sweep = []
     for alpha in config.alphas:
         m = copy.deepcopy(original)
         unlearn_(m, base.replace(method="noise-target", alpha=alpha), forget=forget_x, retain=retain_real)
-        row = _row("noise-target", m, classifier, sets, seconds=None, steps=base.steps)
+        row = score("noise-target", m, classifier, sets, seconds=None, steps=base.steps)
         sweep.append({**row, "alpha": alpha})
     for n in config.ascent_steps:
         m = copy.deepcopy(original)
         unlearn_(m, base.replace(method="gradient-ascent", steps=n), forget=forget_x, retain=retain_real)
-        sweep.append({**_row("gradient-ascent", m, classifier, sets, seconds=None, steps=n), "ascent_steps": n})
+        sweep.append({**score("gradient-ascent", m, classifier, sets, seconds=None, steps=n), "ascent_steps": n})
     details = {
         "forget_classes": list(forget),
         "judge_accuracy_on_real_images": judge,
@@ -151,7 +163,7 @@ def _study(config: UnlearnStudyConfig, out_dir: str | os.PathLike | None) -> Rep
         from effdl.unlearn.plots import plot_grids, plot_tradeoff
 
         plot_grids({k: models[k] for k in ("original", "noise-target (real retain)", "gradient-ascent")},
-                   sets, out / "grids.png", reconstruct)  # fmt: skip
+                   sets, out / "grids.png", functools.partial(reconstruct, mask_ratio=ratio))  # fmt: skip
         plot_tradeoff(rows[0], sweep, out / "tradeoff.png")
         report.artifacts = {"grids": "grids.png", "tradeoff": "tradeoff.png"}
         report.write(out)

@@ -19,6 +19,7 @@ from effdl.train.loop import Trainer
 __all__ = [
     "DigitSplits",
     "InpaintingAutoencoder",
+    "check_mask_ratio",
     "check_width",
     "digit_splits",
     "masked_input",
@@ -32,6 +33,13 @@ log = logging.getLogger(__name__)
 IMAGE = (8, 8)
 
 
+def check_mask_ratio(ratio: float) -> None:
+    """The share of an image the task hides must leave something to see and something to draw."""
+    if not 0 < ratio < 1:
+        raise ConfigError(f"mask_ratio is the share of 2x2 patches hidden and must be in (0, 1), got {ratio}; "
+                          "use 0.5 (half hidden) or 0.75")  # fmt: skip
+
+
 def patch_masks(n: int, *, patch: int = 2, ratio: float = 0.5, seed: int = 0) -> torch.Tensor:
     """``n`` masks of shape (1, 8, 8): 1 where a pixel is hidden, whole ``patch`` x ``patch`` patches, ``ratio`` of
     them per image, drawn from a generator seeded with ``seed`` (the same seed gives the same masks).
@@ -41,6 +49,7 @@ def patch_masks(n: int, *, patch: int = 2, ratio: float = 0.5, seed: int = 0) ->
         >>> m.shape, float(m.mean())
         (torch.Size([3, 1, 8, 8]), 0.5)
     """
+    check_mask_ratio(ratio)
     g = torch.Generator().manual_seed(seed)
     h, w = IMAGE[0] // patch, IMAGE[1] // patch
     k = round(h * w * ratio)
@@ -139,17 +148,18 @@ def train_autoencoder(
     epochs: int = 40,
     width: int = 64,
     masks_per_image: int = 4,
+    mask_ratio: float = 0.5,
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[InpaintingAutoencoder, int]:
     """Trains the inpainting model (encoder width ``width``) on ``images`` (each seen under ``masks_per_image`` fixed
-    random masks, mean squared error on the whole image). Returns the model (eval mode) and the number of optimizer
-    steps taken."""
+    random masks hiding ``mask_ratio`` of the patches, mean squared error on the whole image). Returns the model
+    (eval mode) and the number of optimizer steps taken."""
     if len(images) == 0:
         raise ConfigError("train_autoencoder got no images; pass at least one")
     seed_everything(seed)
     x = images.repeat(masks_per_image, 1, 1, 1)
-    inputs = masked_input(x, patch_masks(len(x), seed=seed))
+    inputs = masked_input(x, patch_masks(len(x), ratio=mask_ratio, seed=seed))
     model = InpaintingAutoencoder(width)
     config = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, weight_decay=1e-4, seed=seed, progress=progress)
     trainer = Trainer(model, config, loss_fn=nn.MSELoss())
