@@ -1,8 +1,8 @@
 """Label-budget allocation across tasks (Sun, Sohn, Saenko, Mellina, Bian, "Label Budget Allocation in Multi-Task
 Learning", arXiv 2308.12949): given a total budget and a labelling cost per task, how many images to label for each
 task. Fixed strategies (uniform count, uniform cost, cost-proportional) and a task-adaptive allocator that estimates,
-from short pilot trainings, how much the multi-task objective gains per label of each task, and spends the budget
-greedily where the estimated gain per unit of cost is highest.
+from short pilot trainings, how much the multi-task objective gains per label of each task and how far that estimate
+can be trusted, and spends the budget in proportion to the trusted gain per unit of cost.
 
 A multi-task network learns from partly labelled images: each task's labels cover its own subset of the pool (the
 target dict's ``MASK_KEY`` entry says which), and each task's loss averages over its labelled images only."""
