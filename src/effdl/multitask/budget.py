@@ -159,10 +159,10 @@ class PilotEstimate:
         return {t: mean + (prior / (prior + self.noise[t] ** 2) if prior > 0 else 0.0) * (g - mean)
                 for t, g in self.gains.items()}  # fmt: skip
 
-    def slope(self, task: str) -> float:
-        """Estimated gain (percent) per doubling of the task's labels (from its shrunk gain), at least a small
+    def slopes(self) -> dict[str, float]:
+        """Estimated gain (percent) per doubling of each task's labels (from its shrunk gain), at least a small
         positive floor."""
-        return max(self.shrunk()[task] / math.log2(self.grown[task] / self.base[task]), 1e-3)
+        return {t: max(g / math.log2(self.grown[t] / self.base[t]), 1e-3) for t, g in self.shrunk().items()}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, with the shrunk gains."""
@@ -245,9 +245,10 @@ def adaptive_allocation(estimate: PilotEstimate, costs: Mapping[str, float], bud
     # maximise sum slope_t log n_t subject to sum cost_t n_t <= budget, floor_t <= n_t <= pool: n_t is proportional
     # to slope_t / cost_t, except where that falls below the floor; those tasks stay at their floor (as the rest's
     # share only shrinks when one is held up, a task once below stays below) and the others share what is left
+    slopes = estimate.slopes()
     held: set[str] = set()
     while True:
-        free = {t: estimate.slope(t) / costs[t] for t in costs if t not in held}
+        free = {t: slopes[t] / costs[t] for t in costs if t not in held}
         left = budget - sum(floor[t] * costs[t] for t in held)
         counts = {**_cap(free, {t: costs[t] for t in free}, left, pool), **{t: floor[t] for t in held}}
         below = {t for t in free if counts[t] < floor[t]}

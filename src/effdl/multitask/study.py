@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from effdl.core.errors import ConfigError
+from effdl.core.config import check_range
 from effdl.core.io import atomic_write_json
 from effdl.core.plot import saved_figure
 from effdl.core.table import format_table
@@ -267,9 +267,8 @@ def compare_allocations(
     """
     config = config or MultiTaskConfig()
     specs, costs = dict(specs), {t: float(costs[t]) for t in specs}
-    if not 0 < pilot_share <= 0.5:
-        raise ConfigError(f"pilot_share must be in (0, 0.5] (the pilot buys twice its share of the budget), got "
-                          f"{pilot_share}; use 0.25")  # fmt: skip
+    check_range("pilot_share", pilot_share, 0, 0.5, low_open=True,
+                hint="the pilot buys twice its share of the budget; use 0.25")
     n = len(pool)  # type: ignore[arg-type]
     out = Path(out_dir) if out_dir is not None else None
     tasks = tuple(specs)

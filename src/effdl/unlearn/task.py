@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from effdl.core.config import check_range
 from effdl.core.errors import ConfigError
 from effdl.core.seed import seed_everything
 from effdl.models.base import create_model
@@ -35,9 +36,8 @@ IMAGE = (8, 8)
 
 def check_mask_ratio(ratio: float) -> None:
     """The share of an image the task hides must leave something to see and something to draw."""
-    if not 0 < ratio < 1:
-        raise ConfigError(f"mask_ratio is the share of 2x2 patches hidden and must be in (0, 1), got {ratio}; "
-                          "use 0.5 (half hidden) or 0.75")  # fmt: skip
+    check_range("mask_ratio", ratio, 0, 1, low_open=True, high_open=True,
+                hint="mask_ratio is the share of 2x2 patches hidden; use 0.5 (half hidden) or 0.75")
 
 
 def patch_masks(n: int, *, patch: int = 2, ratio: float = 0.5, seed: int = 0) -> torch.Tensor:
